@@ -1,0 +1,1 @@
+"""The ``persaes`` command line (click)."""

@@ -1,0 +1,23 @@
+"""The ``persaes`` click group."""
+
+from __future__ import annotations
+
+import click
+
+from cli.score import score
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="persaes")
+def main() -> None:
+    """Learn one person's taste in photos from pairwise answers, and retouch photos toward it.
+
+    \b
+    Typical path:
+      persaes prefs collect ALBUM --out answers.jsonl
+      persaes personalize ALBUM --prefs answers.jsonl --out me.safetensors
+      persaes retouch ALBUM OUT --profile me.safetensors
+    """
+
+
+main.add_command(score)

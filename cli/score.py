@@ -1,0 +1,46 @@
+"""``persaes score``: aesthetic scores of image files and folders."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from cli.common import device_option, progress, user_errors, warn
+from persaes.backbones import BackboneError
+from persaes.checkpoint import CheckpointError
+from persaes.images import iter_images
+from persaes.scorer import load_scorer
+
+
+@click.command("score")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--profile", default="generic", show_default=True, help="Profile or weights file, or a shipped name.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score} objects.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
+@device_option
+@user_errors(CheckpointError, BackboneError, RuntimeError)
+def score(paths: tuple[str, ...], profile: str, as_json: bool, batch_size: int, device: str) -> None:
+    """Score image files and folders (recursively), one line per image.
+
+    \b
+    Example:
+      persaes score ~/Pictures/album --profile me.safetensors --json > scores.json
+    """
+    scorer = load_scorer(profile, device=device)
+    files = list(iter_images(paths))
+    results, failed = [], 0
+    for path, value, error in progress(scorer.iter_scores(files, batch_size), len(files), "scoring"):
+        if error is not None:
+            failed += 1
+            warn(error)
+            continue
+        results.append({"path": str(path), "score": round(value, 4)})
+        if not as_json:
+            click.echo(f"{value:.3f}\t{path}")
+    if as_json:
+        click.echo(json.dumps(results, indent=1, ensure_ascii=False))
+    if failed:
+        warn(f"{failed} of {len(files)} files could not be scored")
+        sys.exit(1)

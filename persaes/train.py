@@ -1,0 +1,183 @@
+"""The two training stages of the method, on cached features (heads) or live images (full).
+
+* Generic stage (:func:`train_generic`): EMD between the head's distribution and the rated
+  references' histograms, optionally joined by a ranking objective on pairs (the quality
+  prior: an original beats its degraded versions).
+* Personal stage (:func:`train_personal`): a pairwise loss (hinge, margin 0.1, by default)
+  on the user's answered and inferred pairs; Adam with the learning rate halved every
+  ``halve_every`` iterations, as in the paper; optional pull toward the starting weights.
+
+Features come from a *source*: a function from a LongTensor of photo indices to
+``(Z1, Z2, pooled Z3)`` float32 tensors. :meth:`persaes.features.Features.take` is the
+cached source; :func:`live_source` runs the backbone (for ``--finetune-backbone``).
+
+Example::
+
+    >>> stats = train_personal(head, feats.take, pairs, PersonalSettings())   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from persaes.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
+from persaes.model import AestheticModel, AttentionHead, distribution_to_score
+
+Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+
+
+@dataclass
+class GenericSettings:
+    """Generic stage: the paper's 10 epochs at batch 32 (Adam)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    pair_weight: float = 1.0
+    pair_margin: float = 0.1
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class PersonalSettings:
+    """Personal stage: pairwise loss, Adam, learning rate halved every ``halve_every`` steps.
+
+    ``anchor`` weighs an L2 pull of the trained parameters toward their starting values
+    (the generic model), which keeps a few answers from undoing what the references taught.
+    """
+
+    iterations: int = 300
+    batch_size: int = 32
+    lr: float = 3e-4
+    halve_every: int = 500
+    loss: str = "hinge"
+    margin: float = 0.1
+    anchor: float = 0.0
+    weight_decay: float = 0.0
+
+    def as_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Tensor]:
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
+
+
+def train_generic(
+    head: AttentionHead,
+    source: Source,
+    hists: Tensor,
+    settings: GenericSettings,
+    seed: int = 0,
+    pairs: Tensor | None = None,
+    rated: Tensor | None = None,
+) -> list[float]:
+    """Train ``head`` with EMD on rated photos (and a ranking term on ``pairs``) in place.
+
+    Args:
+        head: the head to train.
+        source: indices → features.
+        hists: N×10 target histograms (rows of unrated photos are ignored).
+        settings: epochs, batch size, learning rate.
+        seed: fixes shuffling and dropout.
+        pairs: optional M×2 indices ``(preferred, other)`` into the same photos.
+        rated: indices of the photos that have histograms (default: all N).
+
+    Returns:
+        The mean loss of each epoch.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rated = torch.arange(hists.shape[0]) if rated is None else rated
+    steps = max(1, -(-len(rated) // settings.batch_size))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    device = next(head.parameters()).device
+    rated_batches = _batches(len(rated), settings.batch_size, generator)
+    pair_batches = _batches(len(pairs), settings.batch_size, generator) if pairs is not None and len(pairs) else None
+    head.train()
+    history = []
+    for _ in range(settings.epochs):
+        total = 0.0
+        for _ in range(steps):
+            index = rated[next(rated_batches)]
+            loss = emd_loss(head(*source(index)), hists[index].to(device))
+            if pair_batches is not None:
+                batch = pairs[next(pair_batches)]
+                scores = distribution_to_score(head(*source(batch.reshape(-1)))).reshape(-1, 2)
+                loss = loss + settings.pair_weight * hinge_pair_loss(scores[:, 0], scores[:, 1], settings.pair_margin)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss)
+        history.append(total / steps)
+    head.eval()
+    return history
+
+
+def train_personal(
+    head: AttentionHead,
+    source: Source,
+    pairs: Tensor,
+    settings: PersonalSettings,
+    seed: int = 0,
+    extra_params: Iterable[nn.Parameter] = (),
+) -> list[float]:
+    """Fine-tune on preference pairs ``pairs`` (M×2 indices, the first preferred) in place.
+
+    Args:
+        head: the head to fine-tune.
+        source: indices → features.
+        pairs: M×2 LongTensor of photo indices.
+        settings: see :class:`PersonalSettings`.
+        seed: fixes sampling and dropout.
+        extra_params: further parameters to train (the backbone's, for a full fine-tune).
+
+    Returns:
+        The loss at each iteration.
+    """
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+        raise ValueError(f"pairs must be a non-empty M×2 index tensor, got shape {tuple(pairs.shape)}")
+    if settings.loss not in PAIR_LOSSES:
+        raise ValueError(f"unknown pairwise loss {settings.loss!r}; known: {', '.join(PAIR_LOSSES)}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    params = [*head.parameters(), *extra_params]
+    start = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.halve_every, gamma=0.5)
+    pair_loss = PAIR_LOSSES[settings.loss]
+    kwargs = {"margin": settings.margin} if settings.loss == "hinge" else {}
+    batches = _batches(len(pairs), settings.batch_size, generator)
+    head.train()
+    history = []
+    for _ in range(settings.iterations):
+        batch = pairs[next(batches)]
+        scores = distribution_to_score(head(*source(batch.reshape(-1)))).reshape(-1, 2)
+        loss = pair_loss(scores[:, 0], scores[:, 1], **kwargs)
+        if settings.anchor > 0:
+            loss = loss + settings.anchor * sum(((p - s) ** 2).sum() for p, s in zip(params, start))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(float(loss))
+    head.eval()
+    return history
+
+
+def live_source(model: AestheticModel, images: Tensor) -> Source:
+    """A source that runs the backbone on ``images`` (N×3×H×W in ``[0, 1]``) at every step."""
+    device = next(model.parameters()).device
+
+    def source(index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return model.features(images[index].to(device))
+
+    return source

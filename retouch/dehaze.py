@@ -1,0 +1,346 @@
+r"""Dark channel prior dehazing (He, Sun & Tang, 2009) with guided-filter refinement, and the learnable :class:`Dehaze`.
+
+Haze model: :math:`I = J t + A (1 - t)`. The transmission is estimated as
+:math:`t = 1 - \omega\, s\, \mathrm{dark}(I / A)`, refined by a guided filter with the grey image as guide, and
+the scene is recovered as :math:`J = (I - A) / \max(t, t_0) + A`. The strength :math:`s = 0` is the identity,
+:math:`s = 1` is the paper's method and :math:`s < 0` adds haze (a blend towards the airlight).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from kornia.color import rgb_to_grayscale
+from kornia.filters import guided_blur
+from torch import Tensor, nn
+
+from .color import check_image, per_image
+
+__all__ = [
+    "Dehaze",
+    "clip_straight_through",
+    "dark_channel",
+    "dehaze",
+    "estimate_airlight",
+    "guided_filter",
+    "recover",
+    "resize_to_fit",
+    "transmission",
+]
+
+# Lowest airlight the learnable module allows, so that I / A stays bounded.
+_AIRLIGHT_MIN = 0.05
+
+
+def clip_straight_through(image: Tensor) -> Tensor:
+    """Clip values to :math:`[0, 1]` but pass gradients through unchanged (straight-through estimator).
+
+    Values are exactly those of ``image.clamp(0, 1)``; the gradient is that of the identity, so pixels pushed out
+    of range keep telling the optimiser which way the parameters move them and gradients stay finite.
+
+    Example:
+        >>> clip_straight_through(torch.tensor([-0.5, 0.5, 1.5]))
+        tensor([0.0000, 0.5000, 1.0000])
+    """
+    return image + (image.clamp(0.0, 1.0) - image).detach()
+
+
+def resize_to_fit(image: Tensor, size: int) -> Tensor:
+    """Downscale :math:`(B, C, H, W)` (bilinear, antialiased) so its longer side is at most ``size``; else return it.
+
+    Example:
+        >>> resize_to_fit(torch.rand(1, 3, 100, 50), 40).shape
+        torch.Size([1, 3, 40, 20])
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    height, width = image.shape[-2:]
+    if max(height, width) <= size:
+        return image
+    scale = size / max(height, width)
+    target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(image, size=target, mode="bilinear", align_corners=False, antialias=True)
+
+
+def dark_channel(image: Tensor, patch: int = 15) -> Tensor:
+    r"""Dark channel: minimum over RGB, then a ``patch x patch`` minimum filter (windows clipped at the border).
+
+    Args:
+        image: :math:`(B, 3, H, W)`.
+        patch: odd window side.
+
+    Returns:
+        :math:`(B, 1, H, W)`.
+
+    Example:
+        >>> dark_channel(torch.ones(1, 3, 8, 8), patch=3).shape
+        torch.Size([1, 1, 8, 8])
+    """
+    check_image(image)
+    if patch < 1 or patch % 2 == 0:
+        raise ValueError(f"patch must be a positive odd int, got {patch}")
+    darkest = image.amin(dim=1, keepdim=True)
+    return -F.max_pool2d(-darkest, kernel_size=patch, stride=1, padding=patch // 2)
+
+
+def estimate_airlight(image: Tensor, dark: Tensor, top: float = 0.001) -> Tensor:
+    r"""Airlight per image: mean colour of the input over the ``top`` fraction of pixels with the highest dark channel.
+
+    At least one pixel is used.
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        dark: :math:`(B, 1, H, W)` dark channel of ``image``.
+        top: fraction of pixels, in :math:`(0, 1]`.
+
+    Returns:
+        :math:`(B, 3)` in :math:`[0, 1]`.
+
+    Example:
+        >>> image = torch.rand(2, 3, 16, 16)
+        >>> estimate_airlight(image, dark_channel(image)).shape
+        torch.Size([2, 3])
+    """
+    check_image(image)
+    if dark.ndim != 4 or dark.shape[1] != 1 or dark.shape[-2:] != image.shape[-2:] or dark.shape[0] != image.shape[0]:
+        raise ValueError(f"dark must have shape (B, 1, H, W) matching the image, got {tuple(dark.shape)}")
+    if not 0.0 < top <= 1.0:
+        raise ValueError(f"top must be in (0, 1], got {top}")
+    count = max(1, round(top * dark.shape[-2] * dark.shape[-1]))
+    index = dark.flatten(1).topk(count, dim=1).indices
+    candidates = image.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1))
+    return candidates.mean(dim=2)
+
+
+def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor:
+    r"""Guided filter (He et al.) with ``(2 radius + 1)``-square windows, replicated borders.
+
+    Wraps :func:`kornia.filters.guided_blur` (separable box filters, so the cost does not grow with the radius
+    squared).
+
+    Args:
+        guide: :math:`(B, 1, H, W)` or :math:`(B, C, H, W)` guidance image.
+        src: :math:`(B, C, H, W)` image to filter.
+        radius: window radius in pixels, ``>= 0`` (0 returns ``src`` unchanged up to rounding).
+        eps: regularisation, ``> 0``; larger smooths more.
+
+    Returns:
+        :math:`(B, C, H, W)`.
+
+    Example:
+        >>> guide = torch.rand(1, 1, 16, 16)
+        >>> guided_filter(guide, torch.ones(1, 1, 16, 16), radius=2, eps=1e-3).mean().item()  # doctest: +ELLIPSIS
+        1.0...
+    """
+    if guide.ndim != 4 or src.ndim != 4 or guide.shape[-2:] != src.shape[-2:] or guide.shape[0] != src.shape[0]:
+        raise ValueError(
+            f"guide and src must be (B, C, H, W) with the same B, H, W, got {tuple(guide.shape)} and {tuple(src.shape)}"
+        )
+    if radius < 0:
+        raise ValueError(f"radius must be non-negative, got {radius}")
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    return guided_blur(guide, src, 2 * radius + 1, eps, border_type="replicate", separable=True)
+
+
+def _check_airlight(airlight: Tensor, image: Tensor) -> Tensor:
+    """Validate a :math:`(B, 3)` or :math:`(1, 3)` positive airlight and return it as :math:`(B|1, 3, 1, 1)`."""
+    if airlight.ndim != 2 or airlight.shape[1] != 3 or airlight.shape[0] not in (1, image.shape[0]):
+        raise ValueError(f"airlight must have shape (B, 3) or (1, 3), got {tuple(airlight.shape)}")
+    if (airlight <= 0).any():
+        raise ValueError("airlight must be positive")
+    return airlight[:, :, None, None]
+
+
+def transmission(
+    image: Tensor,
+    strength: float | Tensor,
+    airlight: Tensor,
+    patch: int = 15,
+    omega: float = 0.95,
+    radius: int = 60,
+    eps: float = 1e-3,
+) -> Tensor:
+    r"""Refined transmission :math:`t = \mathrm{GF}(1 - \omega\, s\, \mathrm{dark}(I / A))` (not yet floored by t_min).
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        strength: :math:`s`, float or :math:`(B,)`; 0 gives :math:`t = 1`, negative values give :math:`t > 1`.
+        airlight: :math:`(B, 3)` or :math:`(1, 3)`, positive.
+        patch: dark-channel window side (odd).
+        omega: fraction of haze removed at :math:`s = 1`.
+        radius: guided-filter radius in pixels of ``image``.
+        eps: guided-filter regularisation.
+
+    Returns:
+        :math:`(B, 1, H, W)`.
+
+    Example:
+        >>> image = torch.rand(1, 3, 16, 16)
+        >>> transmission(image, 0.0, torch.ones(1, 3), radius=4).allclose(torch.ones(1, 1, 16, 16))
+        True
+    """
+    check_image(image)
+    scaled = image / _check_airlight(airlight, image)
+    coarse = 1.0 - omega * per_image(strength, image, "strength") * dark_channel(scaled, patch)
+    return guided_filter(rgb_to_grayscale(image), coarse, radius, eps)
+
+
+def recover(
+    image: Tensor,
+    transmission: Tensor,
+    airlight: Tensor,
+    t_min: float | Tensor = 0.1,
+    refine_radius: int = 0,
+    eps: float = 1e-3,
+) -> Tensor:
+    r"""Recover :math:`J = (I - A) / \max(t, t_0) + A`, clipped to :math:`[0, 1]` with :func:`clip_straight_through`.
+
+    A transmission computed on a smaller copy of ``image`` is bilinearly upsampled to its size and then, if
+    ``refine_radius > 0``, refined by one guided-filter pass at full size (grey image as guide) so its edges
+    follow the full-resolution image.
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        transmission: :math:`(B, 1, h, w)`, any :math:`h \times w`.
+        airlight: :math:`(B, 3)` or :math:`(1, 3)`, positive.
+        t_min: lower bound :math:`t_0` of the transmission, float or :math:`(B,)`, in :math:`(0, 1]`.
+        refine_radius: full-size guided-filter radius used after upsampling; 0 skips the pass.
+        eps: guided-filter regularisation.
+
+    Returns:
+        :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Example:
+        >>> image = torch.rand(1, 3, 32, 32)
+        >>> recover(image, torch.ones(1, 1, 8, 8), torch.ones(1, 3), refine_radius=2).allclose(image, atol=1e-5)
+        True
+    """
+    check_image(image)
+    if transmission.ndim != 4 or transmission.shape[1] != 1 or transmission.shape[0] not in (1, image.shape[0]):
+        raise ValueError(f"transmission must have shape (B, 1, h, w), got {tuple(transmission.shape)}")
+    floor = per_image(t_min, image, "t_min")
+    if (floor <= 0).any() or (floor > 1).any():
+        raise ValueError("t_min must lie in (0, 1]")
+    if transmission.shape[-2:] != image.shape[-2:]:
+        transmission = F.interpolate(transmission, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        if refine_radius > 0:
+            transmission = guided_filter(rgb_to_grayscale(image), transmission, refine_radius, eps)
+    light = _check_airlight(airlight, image)
+    return clip_straight_through((image - light) / torch.maximum(transmission, floor) + light)
+
+
+def dehaze(
+    image: Tensor,
+    strength: float | Tensor,
+    airlight: Tensor,
+    t_min: float | Tensor = 0.1,
+    patch: int = 15,
+    omega: float = 0.95,
+    radius: int = 60,
+    eps: float = 1e-3,
+) -> Tensor:
+    r"""Dark channel prior dehazing at the image's own resolution.
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        strength: float or :math:`(B,)`; 0 is the identity, 1 the paper's method, negative adds haze.
+        airlight: :math:`(B, 3)` or :math:`(1, 3)`, positive (see :func:`estimate_airlight`).
+        t_min: transmission floor :math:`t_0` in :math:`(0, 1]`.
+        patch: dark-channel window side (odd).
+        omega: fraction of haze removed at strength 1.
+        radius: guided-filter radius in pixels.
+        eps: guided-filter regularisation.
+
+    Returns:
+        :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Example:
+        >>> image = torch.rand(1, 3, 16, 16)
+        >>> dehaze(image, 0.0, torch.ones(1, 3)).allclose(image, atol=1e-5)
+        True
+    """
+    refined = transmission(image, strength, airlight, patch, omega, radius, eps)
+    return recover(image, refined, airlight, t_min)
+
+
+class Dehaze(nn.Module):
+    r"""Learnable dark channel prior dehazing that works at any resolution.
+
+    Parameters (neutral values give the identity):
+
+    * ``raw_strength`` :math:`(1,)`: strength ``tanh(raw_strength)`` in :math:`(-1, 1)`; neutral 0.
+    * ``airlight_offset`` :math:`(1, 3)`: added to the estimated airlight (the sum clipped to
+      :math:`[0.05, 1]`); neutral 0.
+    * ``raw_t_min`` :math:`(1,)`: transmission floor ``sigmoid(raw_t_min)``; starts at :math:`t_0 = 0.1`.
+
+    :meth:`render` takes the same tensors with a leading batch of 1 or ``B`` (per-image parameters).
+
+    Resolution: the airlight and transmission are computed on a copy whose longer side is at most ``work_size``
+    pixels (``patch`` and ``radius`` count pixels of that copy), and the transmission is then bilinearly upsampled
+    and refined by one guided-filter pass at full size (see :func:`recover`). The cost is therefore nearly
+    independent of the input size, and an image and its downscaled copy get the same edit.
+
+    Args:
+        patch: dark-channel window side (odd), in work-copy pixels.
+        omega: fraction of haze removed at strength 1.
+        radius: guided-filter radius in work-copy pixels.
+        eps: guided-filter regularisation.
+        work_size: longest side of the copy the transmission is computed on.
+        refine_radius: full-size guided-filter radius after upsampling; ``None`` uses the upsampling factor
+            (rounded up), 0 skips the pass.
+
+    Example:
+        >>> image = torch.rand(1, 3, 64, 48)
+        >>> Dehaze(work_size=32)(image).allclose(image, atol=1e-5)
+        True
+    """
+
+    def __init__(
+        self,
+        patch: int = 15,
+        omega: float = 0.95,
+        radius: int = 60,
+        eps: float = 1e-3,
+        work_size: int = 256,
+        refine_radius: int | None = None,
+    ) -> None:
+        super().__init__()
+        if patch < 1 or patch % 2 == 0:
+            raise ValueError(f"patch must be a positive odd int, got {patch}")
+        if work_size < 1:
+            raise ValueError(f"work_size must be positive, got {work_size}")
+        self.patch = patch
+        self.omega = omega
+        self.radius = radius
+        self.eps = eps
+        self.work_size = work_size
+        self.refine_radius = refine_radius
+        self.raw_strength = nn.Parameter(torch.zeros(1))
+        self.airlight_offset = nn.Parameter(torch.zeros(1, 3))
+        self.raw_t_min = nn.Parameter(torch.full((1,), math.log(0.1 / 0.9)))
+
+    def render(self, image: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """Apply the op with raw ``params`` (this module's parameter names, batch 1 or B) to ``image``."""
+        check_image(image)
+        small = resize_to_fit(image, self.work_size)
+        airlight = estimate_airlight(small, dark_channel(small, self.patch)) + params["airlight_offset"]
+        airlight = airlight.clamp(_AIRLIGHT_MIN, 1.0)
+        strength = torch.tanh(params["raw_strength"])
+        refined = transmission(small, strength, airlight, self.patch, self.omega, self.radius, self.eps)
+        refine_radius = self.refine_radius
+        if refine_radius is None:
+            refine_radius = math.ceil(max(image.shape[-2:]) / max(small.shape[-2:]))
+        return recover(image, refined, airlight, torch.sigmoid(params["raw_t_min"]), refine_radius, self.eps)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
+        return self.render(image, dict(self.named_parameters()))
+
+    def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Scalar penalty: mean |strength| + mean |airlight offset|."""
+        params = dict(self.named_parameters()) if params is None else params
+        return torch.tanh(params["raw_strength"]).abs().mean() + params["airlight_offset"].abs().mean()

@@ -1,0 +1,91 @@
+r"""Zero-DCE++ style light-enhancement curves and the learnable :class:`ExposureCurves`.
+
+Each iteration applies the quadratic curve :math:`x \leftarrow x + a\,x(1 - x)` with :math:`a \in [-1, 1]`, which
+maps :math:`[0, 1]` onto itself monotonically: :math:`a > 0` brightens, :math:`a < 0` darkens, :math:`a = 0` is the
+identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .color import check_image, mean_total_variation
+
+__all__ = ["ExposureCurves", "apply_curves"]
+
+
+def apply_curves(image: Tensor, alpha: Tensor) -> Tensor:
+    r"""Apply ``n`` iterations of the light-enhancement curve per channel.
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        alpha: :math:`(B, 3n, h, w)` or :math:`(1, 3n, h, w)` curve parameters in :math:`[-1, 1]`; channels
+            ``3i .. 3i+2`` are the RGB parameters of iteration ``i``. ``h x w`` is ``1 x 1`` for global curves or a
+            low-resolution grid, bilinearly upsampled to ``H x W``.
+
+    Returns:
+        :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Example:
+        >>> image = torch.full((1, 3, 4, 4), 0.25)
+        >>> apply_curves(image, torch.ones(1, 3, 1, 1))[0, 0, 0, 0]
+        tensor(0.4375)
+    """
+    check_image(image)
+    if alpha.ndim != 4 or alpha.shape[1] == 0 or alpha.shape[1] % 3 != 0:
+        raise ValueError(f"alpha must have shape (B, 3n, h, w) with n >= 1, got {tuple(alpha.shape)}")
+    if alpha.shape[0] not in (1, image.shape[0]):
+        raise ValueError(f"alpha batch must be 1 or B={image.shape[0]}, got {alpha.shape[0]}")
+    if alpha.abs().max() > 1.0:
+        raise ValueError("alpha must lie in [-1, 1] (map raw parameters through tanh)")
+    if alpha.shape[-2:] != (1, 1) and alpha.shape[-2:] != image.shape[-2:]:
+        alpha = F.interpolate(alpha, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    out = image
+    for a in alpha.split(3, dim=1):
+        out = out + a * out * (1.0 - out)
+    return out
+
+
+class ExposureCurves(nn.Module):
+    r"""Learnable light-enhancement curves, global or on a coarse spatial grid.
+
+    The parameter ``raw`` of shape :math:`(1, 3n, h, w)` is mapped through ``tanh`` to the curve parameters of
+    :func:`apply_curves`; it starts at 0, the identity. Because the grid is upsampled to whatever size the image
+    has, the same parameters apply to any resolution. :meth:`render` takes ``raw`` with a leading batch of 1 or
+    ``B`` (per-image parameters).
+
+    Args:
+        iterations: number of curve iterations ``n``.
+        grid: ``(h, w)`` of the parameter grid; ``(1, 1)`` for global curves.
+
+    Example:
+        >>> curves = ExposureCurves(iterations=2, grid=(3, 3))
+        >>> image = torch.rand(1, 3, 16, 16)
+        >>> torch.equal(curves(image), image)
+        True
+    """
+
+    def __init__(self, iterations: int = 4, grid: tuple[int, int] = (1, 1)) -> None:
+        super().__init__()
+        if iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {iterations}")
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError(f"grid must be two positive ints, got {grid}")
+        self.raw = nn.Parameter(torch.zeros(1, 3 * iterations, *grid))
+
+    def render(self, image: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """Apply the curves with raw ``params`` (``{"raw": (B or 1, 3n, h, w)}``) to ``image``."""
+        return apply_curves(image, torch.tanh(params["raw"]))
+
+    def forward(self, image: Tensor) -> Tensor:
+        """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
+        return self.render(image, dict(self.named_parameters()))
+
+    def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Scalar penalty: total variation of the curve-parameter grid + mean |curve parameter|."""
+        alpha = torch.tanh((dict(self.named_parameters()) if params is None else params)["raw"])
+        return mean_total_variation(alpha, (2, 3)) + alpha.abs().mean()

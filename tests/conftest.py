@@ -1,0 +1,46 @@
+"""Shared fixtures: real photos shipped in tests/fixtures, models built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PHOTOS = FIXTURES / "photos"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the feature cache of tests out of the user's home."""
+    monkeypatch.setenv("PERSAES_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """Four real Pixabay photos (OASIS): Bird3, Car1, Cat3, Dog2."""
+    return sorted(PHOTOS.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def pretrained_model():
+    """The default backbone with its shipped ImageNet weights and a fresh head."""
+    from persaes.backbones import create_backbone, get_spec
+    from persaes.model import AestheticModel, AttentionHead
+
+    spec = get_spec("efficientnet_lite2")
+    torch.manual_seed(0)
+    return AestheticModel(spec, create_backbone(spec.name, "pretrained"), AttentionHead(spec.channels)).eval()
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    """The default backbone with random weights (layout and gradient tests)."""
+    from persaes.backbones import create_backbone, get_spec
+    from persaes.model import AestheticModel, AttentionHead
+
+    spec = get_spec("efficientnet_lite2")
+    torch.manual_seed(0)
+    return AestheticModel(spec, create_backbone(spec.name, "random"), AttentionHead(spec.channels)).eval()

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persaes.model import AttentionHead, distribution_to_score
+
+
+@pytest.mark.parametrize("size", [(260, 260), (123, 457), (600, 400), (32, 32)])
+def test_any_input_size_gives_scores_in_range(random_model, size: tuple[int, int]) -> None:
+    with torch.no_grad():
+        p = random_model(torch.rand(2, 3, *size))
+    assert p.shape == (2, 10) and torch.allclose(p.sum(1), torch.ones(2), atol=1e-5)
+    s = distribution_to_score(p)
+    assert ((s >= 1) & (s <= 10)).all()
+
+
+def test_score_extremes() -> None:
+    p = torch.zeros(2, 10)
+    p[0, 0] = 1
+    p[1, 9] = 1
+    assert distribution_to_score(p).tolist() == [1.0, 10.0]
+
+
+def test_input_gradients_are_finite_and_nonzero(pretrained_model) -> None:
+    x = torch.rand(1, 3, 300, 280, requires_grad=True)
+    pretrained_model.score(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_attention_maps_weight_positions() -> None:
+    head = AttentionHead((8, 16, 32), hidden=4)
+    z1, z2, z3 = torch.rand(2, 8, 9, 9), torch.rand(2, 16, 5, 5), torch.rand(2, 32)
+    a1, a2 = head.attention_maps(z1, z2, z3)
+    assert a1.shape == (2, 1, 9, 9) and a2.shape == (2, 1, 5, 5)
+    assert ((a1 > 0) & (a1 < 1)).all() and a1.std() > 0
+    plain = AttentionHead((8, 16, 32), hidden=4, attention=False)
+    b1, b2 = plain.attention_maps(z1, z2, z3)
+    assert torch.equal(b1, torch.ones_like(b1)) and torch.equal(b2, torch.ones_like(b2))
+    assert not any("a1" in name for name, _ in plain.named_parameters())
+
+
+def test_head_rejects_unpooled_z3() -> None:
+    head = AttentionHead((8, 16, 32), hidden=4)
+    with pytest.raises(ValueError, match="pooled"):
+        head(torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32, 3, 3))
+
+
+def test_preprocess_rejects_non_rgb(random_model) -> None:
+    with pytest.raises(ValueError, match="RGB"):
+        random_model(torch.rand(1, 4, 64, 64))

@@ -1,0 +1,1 @@
+"""Weights files shipped with persaes (safetensors + JSON metadata); see weights/README.md."""
