@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli.personalize import personalize_cmd
 from cli.score import score
 
 
@@ -21,3 +22,4 @@ def main() -> None:
 
 
 main.add_command(score)
+main.add_command(personalize_cmd)

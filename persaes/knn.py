@@ -41,9 +41,10 @@ def _normalise(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"KnnIndex: {what} must be 2-D (rows × dim), got shape {tuple(x.shape)}")
     x = x.detach().to(device="cpu", dtype=torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"KnnIndex: {what} contain NaN or infinite values")
-    norms = x.norm(dim=1, keepdim=True)
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)  # NaN/inf in a row make its norm so
+    bad = (~torch.isfinite(norms.squeeze(1))).nonzero()
+    if bad.numel():
+        raise ValueError(f"KnnIndex: {what} row {int(bad[0])} has NaN or infinite values")
     zero = (norms.squeeze(1) == 0).nonzero()
     if zero.numel():
         raise ValueError(f"KnnIndex: {what} row {int(zero[0])} is all zeros (no direction)")

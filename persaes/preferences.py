@@ -189,7 +189,7 @@ def read_answers(path: str | os.PathLike[str]) -> tuple[list[Answer], list[str]]
         if not raw.strip():
             continue
         try:
-            parsed = _parse_line(json.loads(raw.decode("utf-8")))
+            parsed = _parse_line(json.loads(raw.decode("utf-8-sig")))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             reason = (
                 "incomplete last line (cut off mid-write?)"

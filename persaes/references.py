@@ -107,6 +107,7 @@ class ReferenceSet:
 
 
 def _check_scale(scale: tuple[float, float]) -> tuple[float, float]:
+    """``scale`` as two floats, or a clear error unless finite with lo < hi."""
     lo, hi = (float(x) for x in scale)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"rating scale must be two finite numbers lo < hi, got {scale!r}")
@@ -219,6 +220,7 @@ class _Collector:
         self._bad_images = 0
 
     def add(self, image_id: str, path: Path, hist: torch.Tensor, where: str) -> None:
+        """Keep one reference (hist: 10 probabilities) unless its id repeats or its file is unusable."""
         if image_id in self._seen:
             self.problems.append(f"{where}: image {image_id!r} listed again; later entry skipped")
             return
@@ -233,6 +235,7 @@ class _Collector:
         self.hists.append(hist)
 
     def build(self) -> ReferenceSet:
+        """The ReferenceSet; logs one warning summarising unusable image files."""
         if self._bad_images:
             log.warning(
                 "%s: %d image file(s) missing or unusable, skipped (see problems)", self.source, self._bad_images
@@ -242,6 +245,7 @@ class _Collector:
 
 
 def _require_file(path: Path, what: str) -> None:
+    """Fail with a message naming ``path`` and what it should be, when it is not a file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
 

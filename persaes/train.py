@@ -116,7 +116,7 @@ def train_generic(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
         history.append(total / steps)
     head.eval()
     return history
@@ -168,7 +168,7 @@ def train_personal(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
     head.eval()
     return history
 

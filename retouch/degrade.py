@@ -73,7 +73,7 @@ def add_haze(image: Tensor, beta: float | Tensor, airlight: float | Tensor) -> T
     r"""Koschmieder haze :math:`I = J t + A (1 - t)` with :math:`t = e^{-\beta d}` and a grey airlight :math:`A`.
 
     The depth proxy :math:`d` is the row position, 0 at the bottom row and 1 at the top row (a linear ramp, which is
-    already smooth, so no blur is needed).
+    already smooth, so no blur is needed); a single-row image counts as the top row.
 
     Args:
         image: :math:`(B, 3, H, W)` haze-free scene :math:`J` in :math:`[0, 1]`.
@@ -88,9 +88,7 @@ def add_haze(image: Tensor, beta: float | Tensor, airlight: float | Tensor) -> T
         tensor([0.6321, 0.3935, 0.0000])
     """
     check_image(image)
-    height = image.shape[-2]
-    depth = torch.linspace(1.0, 0.0, height, device=image.device, dtype=image.dtype) if height > 1 else None
-    depth = image.new_zeros(1) if depth is None else depth
+    depth = torch.linspace(1.0, 0.0, image.shape[-2], device=image.device, dtype=image.dtype)
     t = torch.exp(-per_image(beta, image, "beta") * depth.view(1, 1, -1, 1))
     light = per_image(airlight, image, "airlight")
     return image * t + light * (1.0 - t)
@@ -186,7 +184,7 @@ def random_edit(image: Tensor, generator: torch.Generator | int) -> tuple[Tensor
             single = saturation(white_balance(single, gains[i : i + 1].to(image)), factor[i].item())
             ev[i], strength[i] = 0.0, 0.0
         else:
-            params = dict(dehazer.named_parameters())
+            params = {name: value.detach() for name, value in dehazer.named_parameters()}
             params["raw_strength"] = torch.full_like(params["raw_strength"], math.atanh(strength[i].item()))
             single = dehazer.render(single, params)
             ev[i], gains[i], factor[i] = 0.0, 1.0, 1.0

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .color import check_image, per_image
 
 __all__ = [
+    "AIRLIGHT_MIN",
     "Dehaze",
     "clip_straight_through",
     "dark_channel",
@@ -31,8 +32,8 @@ __all__ = [
     "transmission",
 ]
 
-# Lowest airlight the learnable module allows, so that I / A stays bounded.
-_AIRLIGHT_MIN = 0.05
+#: Lowest airlight used by :class:`Dehaze` and the baseline, so that I / A stays bounded.
+AIRLIGHT_MIN = 0.05
 
 
 def clip_straight_through(image: Tensor) -> Tensor:
@@ -115,17 +116,19 @@ def estimate_airlight(image: Tensor, dark: Tensor, top: float = 0.001) -> Tensor
     return candidates.mean(dim=2)
 
 
-def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor:
+def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float, subsample: int = 1) -> Tensor:
     r"""Guided filter (He et al.) with ``(2 radius + 1)``-square windows, replicated borders.
 
     Wraps :func:`kornia.filters.guided_blur` (separable box filters, so the cost does not grow with the radius
-    squared).
+    squared). With ``subsample > 1`` it is the fast guided filter (He & Sun, 2015): the linear coefficients are
+    computed on copies subsampled by that factor and upsampled, then applied to the full-size guide.
 
     Args:
         guide: :math:`(B, 1, H, W)` or :math:`(B, C, H, W)` guidance image.
         src: :math:`(B, C, H, W)` image to filter.
         radius: window radius in pixels, ``>= 0`` (0 returns ``src`` unchanged up to rounding).
         eps: regularisation, ``> 0``; larger smooths more.
+        subsample: subsampling factor of the fast guided filter, ``>= 1``.
 
     Returns:
         :math:`(B, C, H, W)`.
@@ -143,7 +146,9 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor
         raise ValueError(f"radius must be non-negative, got {radius}")
     if eps <= 0:
         raise ValueError(f"eps must be positive, got {eps}")
-    return guided_blur(guide, src, 2 * radius + 1, eps, border_type="replicate", separable=True)
+    if subsample < 1:
+        raise ValueError(f"subsample must be at least 1, got {subsample}")
+    return guided_blur(guide, src, 2 * radius + 1, eps, border_type="replicate", subsample=subsample, separable=True)
 
 
 def _check_airlight(airlight: Tensor, image: Tensor) -> Tensor:
@@ -164,7 +169,10 @@ def transmission(
     radius: int = 60,
     eps: float = 1e-3,
 ) -> Tensor:
-    r"""Refined transmission :math:`t = \mathrm{GF}(1 - \omega\, s\, \mathrm{dark}(I / A))` (not yet floored by t_min).
+    r"""Refined transmission :math:`t = 1 - \omega\, s\, \mathrm{GF}(\mathrm{dark}(I / A))` (not yet floored by t_min).
+
+    The guided filter (grey image as guide) is linear in its source, so this equals filtering the coarse
+    transmission :math:`1 - \omega s\, \mathrm{dark}(I / A)`, and strength 0 gives exactly :math:`t = 1`.
 
     Args:
         image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
@@ -185,8 +193,10 @@ def transmission(
     """
     check_image(image)
     scaled = image / _check_airlight(airlight, image)
-    coarse = 1.0 - omega * per_image(strength, image, "strength") * dark_channel(scaled, patch)
-    return guided_filter(rgb_to_grayscale(image), coarse, radius, eps)
+    # the guided filter is linear in its source, so filtering the dark channel before scaling by the strength is the
+    # same as filtering t, and keeps t exactly 1 at strength 0
+    haze = guided_filter(rgb_to_grayscale(image), dark_channel(scaled, patch), radius, eps)
+    return 1.0 - omega * per_image(strength, image, "strength") * haze
 
 
 def recover(
@@ -201,7 +211,8 @@ def recover(
 
     A transmission computed on a smaller copy of ``image`` is bilinearly upsampled to its size and then, if
     ``refine_radius > 0``, refined by one guided-filter pass at full size (grey image as guide) so its edges
-    follow the full-resolution image.
+    follow the full-resolution image. That pass is a fast guided filter subsampled by the (floored) upsampling
+    factor, so its cost stays low for large images.
 
     Args:
         image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
@@ -226,9 +237,12 @@ def recover(
     if (floor <= 0).any() or (floor > 1).any():
         raise ValueError("t_min must lie in (0, 1]")
     if transmission.shape[-2:] != image.shape[-2:]:
+        factor = max(1, max(image.shape[-2:]) // max(transmission.shape[-2:]))
         transmission = F.interpolate(transmission, size=image.shape[-2:], mode="bilinear", align_corners=False)
         if refine_radius > 0:
-            transmission = guided_filter(rgb_to_grayscale(image), transmission, refine_radius, eps)
+            # filter 1 - t (linear, so equivalent) to keep an all-ones t exactly 1
+            haze = guided_filter(rgb_to_grayscale(image), 1.0 - transmission, refine_radius, eps, subsample=factor)
+            transmission = 1.0 - haze
     light = _check_airlight(airlight, image)
     return clip_straight_through((image - light) / torch.maximum(transmission, floor) + light)
 
@@ -290,8 +304,8 @@ class Dehaze(nn.Module):
         radius: guided-filter radius in work-copy pixels.
         eps: guided-filter regularisation.
         work_size: longest side of the copy the transmission is computed on.
-        refine_radius: full-size guided-filter radius after upsampling; ``None`` uses the upsampling factor
-            (rounded up), 0 skips the pass.
+        refine_radius: full-size guided-filter radius after upsampling; ``None`` uses twice the upsampling
+            factor (rounded up), i.e. about two work-copy pixels; 0 skips the pass.
 
     Example:
         >>> image = torch.rand(1, 3, 64, 48)
@@ -328,12 +342,12 @@ class Dehaze(nn.Module):
         check_image(image)
         small = resize_to_fit(image, self.work_size)
         airlight = estimate_airlight(small, dark_channel(small, self.patch)) + params["airlight_offset"]
-        airlight = airlight.clamp(_AIRLIGHT_MIN, 1.0)
+        airlight = airlight.clamp(AIRLIGHT_MIN, 1.0)
         strength = torch.tanh(params["raw_strength"])
         refined = transmission(small, strength, airlight, self.patch, self.omega, self.radius, self.eps)
         refine_radius = self.refine_radius
         if refine_radius is None:
-            refine_radius = math.ceil(max(image.shape[-2:]) / max(small.shape[-2:]))
+            refine_radius = 2 * math.ceil(max(image.shape[-2:]) / max(small.shape[-2:]))
         return recover(image, refined, airlight, torch.sigmoid(params["raw_t_min"]), refine_radius, self.eps)
 
     def forward(self, image: Tensor) -> Tensor:

@@ -79,6 +79,8 @@ def test_input_checks(tmp_path: Path) -> None:
         KnnIndex(features, ids[:4])
     with pytest.raises(ValueError, match="row 1 is all zeros"):
         KnnIndex(torch.tensor([[1.0, 0], [0, 0]]), ["a", "b"])
+    with pytest.raises(ValueError, match="row 0 has NaN or infinite"):
+        KnnIndex(torch.tensor([[float("nan"), 1.0], [1.0, 1.0]]), ["a", "b"])
     with pytest.raises(ValueError, match="duplicates"):
         KnnIndex(torch.ones(2, 3), ["a", "a"])
     with pytest.raises(ValueError, match="N = 0"):

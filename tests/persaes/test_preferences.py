@@ -93,7 +93,7 @@ _pair_lists = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_pair_lists)
 def test_matches_brute_force_and_invariants(pairs: list[tuple[str, str]]) -> None:
     result = expand_transitive(pairs)

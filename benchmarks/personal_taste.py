@@ -1,0 +1,249 @@
+"""Personal taste on real people: the paper's Table 1 protocol (shared/docs/protocol.md §1).
+
+Example (the dev participants)::
+
+    python benchmarks/personal_taste.py --data ../shared/data/oasis \\
+        --ratings ../shared/data/oasis/ratings_dev.csv --participants 100 --json out.json
+
+For each participant u and training size X: split u's rated images (X train, rest test);
+draw 100 random training pairs (higher rating wins, ties dropped) and expand them by
+one-step transitivity; the reference set is every image except u's test images, with the
+histogram of the *other* participants' ratings; the generic stage trains the head on the
+K = 50 nearest references of the training images (EMD); the personal stage fine-tunes on
+the pairs (hinge, margin 0.1); u's test images are scored. Every method runs on the same
+splits. It uses persaes' own readers, KNN, training and scoring code, on cached features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
+from persaes.device import resolve_device
+from persaes.features import FeatureCache, Features, extract_features
+from persaes.model import AestheticModel, AttentionHead, distribution_to_score
+from persaes.personalize import generic_stage, personal_stage
+from persaes.preferences import expand_transitive
+from persaes.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
+from persaes.references import read_ratings_csv
+from persaes.train import GenericSettings, PersonalSettings
+
+METHODS = ("full", "generic", "consensus", "ranksvm", "exp", "logistic", "no-attention", "no-pretraining")
+PAIRS_PER_USER = 100
+
+
+def read_participants(ratings_csv: Path) -> dict[str, dict[str, float]]:
+    """participant → {image: rating}, from a ``participant,image,<rating>`` CSV."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    with open(ratings_csv, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        for row in reader:
+            if len(row) >= 3 and row[2].strip():
+                out[row[0]][row[1]] = float(row[2])
+    return out
+
+
+def _order(pid: str) -> tuple[int, object]:
+    return (0, int(pid)) if pid.isdigit() else (1, pid)
+
+
+def all_features(data: Path, ids: list[str], files: dict[str, Path], backbone: str, weights: str,
+                 device: torch.device, cache_dir: Path | None, seed: int) -> tuple[Features, dict[str, int]]:
+    """Features of every image named in ``ids`` (cached), and image → row."""
+    torch.manual_seed(seed)
+    spec = get_spec(backbone)
+    model = AestheticModel(spec, create_backbone(backbone, weights), AttentionHead(spec.channels)).to(device).eval()
+    tag = weights if weights != "random" else f"random-seed{seed}"
+    cache = FeatureCache(cache_dir, backbone, tag) if cache_dir else FeatureCache.default(backbone, tag)
+    paths = [files[i] for i in ids]
+    feats, ok, problems = extract_features(model, paths, cache)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    return feats, {ids[i]: row for row, i in enumerate(ok)}
+
+
+def rank_svm(feats: Tensor, pairs: Tensor, c: float = 1.0, steps: int = 300) -> Tensor:
+    """Linear ranking SVM: min ½‖w‖² + C·mean hinge(1 − w·(x_win − x_lose)); returns w."""
+    x = torch.nn.functional.normalize(feats.float(), dim=1)
+    diff = x[pairs[:, 0]] - x[pairs[:, 1]]
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = 0.5 * (w ** 2).sum() + c * torch.relu(1 - diff @ w).pow(2).mean() * len(diff)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach()
+
+
+@torch.no_grad()
+def head_scores(head: AttentionHead, feats: Features, rows: list[int]) -> Tensor:
+    head.eval()
+    return distribution_to_score(head(*feats.take(rows))).cpu()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder with images.csv and images/")
+    ap.add_argument("--ratings", type=Path, required=True, help="participant,image,rating CSV")
+    ap.add_argument("--participants", type=int, default=0, help="first N eligible participants (0: all)")
+    ap.add_argument("--x", default="10,100", help="training sizes")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--scale", default="1,7", help="rating scale lo,hi")
+    ap.add_argument("--cache", type=Path, default=None, help="feature cache folder")
+    ap.add_argument("--generic-epochs", type=int, default=GenericSettings.epochs)
+    ap.add_argument("--generic-lr", type=float, default=GenericSettings.lr)
+    ap.add_argument("--personal-iterations", type=int, default=PersonalSettings.iterations)
+    ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
+    ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
+    ap.add_argument("--json", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    started = time.time()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        ap.error(f"unknown methods: {', '.join(sorted(unknown))}")
+    xs = [int(v) for v in args.x.split(",")]
+    scale = tuple(float(v) for v in args.scale.split(","))
+    device = resolve_device(args.device)
+    generic_settings = GenericSettings(epochs=args.generic_epochs, lr=args.generic_lr)
+    personal_settings = PersonalSettings(iterations=args.personal_iterations, lr=args.personal_lr, anchor=args.anchor)
+
+    images_csv = args.data / "images.csv"
+    with open(images_csv, newline="", encoding="utf-8-sig") as handle:
+        files = {row["image"]: args.data / row["file"] for row in csv.DictReader(handle)}
+    people = read_participants(args.ratings)
+    need = max(xs) + 10
+    eligible = sorted((p for p, r in people.items() if len(r) >= need), key=_order)
+    chosen = eligible[: args.participants] if args.participants else eligible
+    ids = sorted(files)
+
+    feats = {"pretrained": all_features(args.data, ids, files, args.backbone, "pretrained", device, args.cache, args.seed)}
+    if "no-pretraining" in methods:
+        feats["random"] = all_features(args.data, ids, files, args.backbone, "random", device, args.cache, args.seed)
+    channels = get_spec(args.backbone).channels
+
+    results: dict[str, dict[int, list[tuple[float, float]]]] = {m: defaultdict(list) for m in methods}
+    skipped = 0
+    for n, pid in enumerate(chosen, 1):
+        ratings = {k: v for k, v in people[pid].items() if k in feats["pretrained"][1]}
+        refs = read_ratings_csv(args.ratings, images_csv, scale=scale, exclude_participants=[pid])
+        consensus = dict(zip(refs.ids, refs.mean_scores().tolist()))
+        for x in xs:
+            for rep in range(args.repeats):
+                seed = zlib.crc32(f"{args.seed}/{pid}/{x}/{rep}".encode())
+                train, test = split_ratings(ratings, x, seed)
+                truth = torch.tensor([ratings[i] for i in test])
+                if float(truth.std()) == 0:
+                    skipped += 1
+                    continue
+                pairs = draw_pairs(ratings, train, PAIRS_PER_USER, seed)
+                expansion = expand_transitive(pairs)
+                train_pairs = expansion.answered + expansion.inferred
+                test_set = set(test)
+                ref_ids = [i for i in refs.ids if i not in test_set]
+                ref_pos = {i: j for j, i in enumerate(refs.ids)}
+                hists = refs.hists[[ref_pos[i] for i in ref_ids]]
+                scores: dict[str, Tensor] = {}
+
+                def run(kind: str, attention: bool, losses: list[str], generic_name: str | None) -> None:
+                    table, row = feats[kind]
+                    ref_feats = Features(*(t[[row[i] for i in ref_ids]] for t in (table.z1, table.z2, table.z3)))
+                    torch.manual_seed(seed)
+                    head = AttentionHead(channels, attention=attention).to(device)
+                    generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,
+                                  generic_settings, seed, device)
+                    test_rows = [row[i] for i in test]
+                    if generic_name:
+                        scores[generic_name] = head_scores(head, table, test_rows)
+                    if train_pairs:
+                        index = torch.tensor([[row[a], row[b]] for a, b in train_pairs])
+                        for name, loss in losses:
+                            tuned = copy.deepcopy(head)
+                            personal_stage(tuned, table, index, replace(personal_settings, loss=loss), seed, device)
+                            scores[name] = head_scores(tuned, table, test_rows)
+
+                pretrained_losses = [(m, {"full": "hinge"}.get(m, m)) for m in ("full", "exp", "logistic") if m in methods]
+                if pretrained_losses or "generic" in methods:
+                    run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
+                if "no-attention" in methods:
+                    run("pretrained", False, [("no-attention", "hinge")], None)
+                if "no-pretraining" in methods:
+                    run("random", True, [("no-pretraining", "hinge")], None)
+                if "consensus" in methods:
+                    scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
+                if "ranksvm" in methods and train_pairs:
+                    table, row = feats["pretrained"]
+                    w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
+                    scores["ranksvm"] = torch.nn.functional.normalize(table.z3[[row[i] for i in test]].float(), dim=1) @ w
+                for name, pred in scores.items():
+                    results[name][x].append((spearman(pred, truth), pairwise_accuracy(pred, truth)))
+        print(f"[{n}/{len(chosen)}] participant {pid} done ({time.time() - started:.0f} s)", file=sys.stderr)
+
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for name in methods:
+        summary[name] = {}
+        for x in xs:
+            rows = [r for r in results[name][x] if not math.isnan(r[0])]
+            rhos = [r[0] for r in rows]
+            summary[name][str(x)] = {
+                "spearman_mean": statistics.fmean(rhos) if rhos else math.nan,
+                "spearman_std": statistics.pstdev(rhos) if len(rhos) > 1 else 0.0,
+                "pairwise_acc": statistics.fmean(r[1] for r in rows) if rows else math.nan,
+                "n": len(rows),
+            }
+    out = {
+        "methods": summary,
+        "participants_used": len(chosen),
+        "participants_skipped": skipped,
+        "seconds": round(time.time() - started, 1),
+        "command": " ".join(["python", "benchmarks/personal_taste.py", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": {"generic": generic_settings.as_dict(), "personal": personal_settings.as_dict(), "k": args.k,
+                     "backbone": args.backbone, "repeats": args.repeats, "seed": args.seed},
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2))
+    print(markdown_table(summary, xs))
+    print(f"\nparticipants used: {len(chosen)}, skipped splits (constant test ratings): {skipped}, "
+          f"{out['seconds']} s")
+    return 0
+
+
+def markdown_table(summary: dict[str, dict[str, dict[str, float]]], xs: list[int]) -> str:
+    head = "| method | " + " | ".join(f"ρ X={x} | acc X={x}" for x in xs) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(xs))]
+    for name, per_x in summary.items():
+        cells = []
+        for x in xs:
+            s = per_x[str(x)]
+            cells.append(f"{s['spearman_mean']:.3f} ± {s['spearman_std']:.3f} | {s['pairwise_acc']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``persaes personalize``: album + answers → a personal profile."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from cli.common import device_option, user_errors, warn
+from persaes.backbones import BackboneError
+from persaes.personalize import personalize
+from persaes.train import PersonalSettings
+
+
+class _Progress:
+    """One updating line per stage on stderr."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            if self.stage:
+                click.echo("", err=True)
+            self.stage = stage
+        click.echo(f"\r{stage}: {done}/{total}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self.stage:
+            click.echo("", err=True)
+
+
+@click.command("personalize")
+@click.argument("album", type=click.Path(file_okay=False, path_type=str))
+@click.option("--prefs", required=True, type=click.Path(dir_okay=False), help="Preference answers (JSON Lines).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Profile to write (.safetensors).")
+@click.option("--references", default=None, help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
+              "runs the paper's generic stage first. Default: start from the shipped generic weights.")
+@click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
+@click.option("--iterations", default=PersonalSettings.iterations, show_default=True, type=click.IntRange(1))
+@click.option("--finetune-backbone", is_flag=True, help="Fine-tune the backbone too (the paper's full fine-tune; meant for a GPU).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@device_option
+@user_errors(ValueError, OSError, BackboneError, RuntimeError)
+def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, iterations: int,
+                    finetune_backbone: bool, seed: int, device: str) -> None:
+    """Learn a personal profile from an album and preference answers.
+
+    \b
+    Example:
+      persaes personalize ~/Pictures/album --prefs answers.jsonl --out me.safetensors
+    """
+    logging.getLogger("persaes").setLevel(logging.ERROR)
+    progress = _Progress()
+    try:
+        report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,
+                             personal=PersonalSettings(iterations=iterations), finetune_backbone=finetune_backbone,
+                             progress=progress)
+    finally:
+        progress.close()
+    for problem in report.problems:
+        warn(problem)
+    click.echo(f"profile written to {report.profile} ({report.answered} answers, {report.inferred} inferred pairs, "
+               f"{report.photos} photos" + (f", {report.references} references" if report.references else "") + ")")
+    if report.problems:
+        warn(f"{len(report.problems)} problems (listed above) were skipped")
+    sys.exit(0)

@@ -1,0 +1,46 @@
+"""Differentiable retouching ops, protocol degradations, classic baselines and metrics.
+
+Images are float tensors of shape ``(B, 3, H, W)`` holding sRGB-encoded RGB values in ``[0, 1]``.
+"""
+
+from .baselines import auto_gamma, dark_channel_dehaze, gray_world
+from .color import ColorAdjust, apply_lut, identity_lut, saturation, white_balance
+from .degrade import DEGRADATIONS, EDITS, add_haze, degrade, expose, random_edit
+from .dehaze import Dehaze, dark_channel, dehaze, estimate_airlight, guided_filter, recover, transmission
+from .exposure import ExposureCurves, apply_curves
+from .metrics import TASTE_FEATURES, colourfulness, psnr, ssim, taste_features
+from .pipeline import OPS, RetouchNet, Retoucher
+
+__all__ = [
+    "DEGRADATIONS",
+    "EDITS",
+    "OPS",
+    "TASTE_FEATURES",
+    "ColorAdjust",
+    "Dehaze",
+    "ExposureCurves",
+    "RetouchNet",
+    "Retoucher",
+    "add_haze",
+    "apply_curves",
+    "apply_lut",
+    "auto_gamma",
+    "colourfulness",
+    "dark_channel",
+    "dark_channel_dehaze",
+    "degrade",
+    "dehaze",
+    "estimate_airlight",
+    "expose",
+    "gray_world",
+    "guided_filter",
+    "identity_lut",
+    "psnr",
+    "random_edit",
+    "recover",
+    "saturation",
+    "ssim",
+    "taste_features",
+    "transmission",
+    "white_balance",
+]
