@@ -29,6 +29,8 @@ from persaes.images import ImageError, load_image
 from persaes.model import AestheticModel, resize_square
 
 CACHE_ENV = "PERSAES_CACHE"
+CACHE_VERSION = 2
+"""Bumped whenever what :meth:`AestheticModel.features` returns changes."""
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -70,7 +72,7 @@ class FeatureCache:
     """On-disk cache of per-photo features keyed by content hash, backbone and its weights."""
 
     def __init__(self, root: str | os.PathLike[str], backbone: str, weights: str) -> None:
-        self.folder = Path(root) / f"{backbone}-{weights}"
+        self.folder = Path(root) / f"{backbone}-{weights}-v{CACHE_VERSION}"
 
     @staticmethod
     def default(backbone: str, weights: str) -> "FeatureCache":

@@ -6,6 +6,9 @@ Design choices where the paper is silent (documented here, switchable where benc
   from ``Z2`` plus global context from ``Z3`` (its pooled vector, projected and broadcast);
   ``A1`` from ``Z1`` plus context from ``Z2`` (projected, upsampled bilinearly) and from the
   same ``Z3`` vector. Each ends in a 1-channel sigmoid map, so ``A·Z`` weights every position.
+* ``Z1`` is average-pooled onto ``Z2``'s grid (stride 16) before the head: ``A1`` is then
+  computed at stride 16, which keeps the feature cache small and the heads fast enough to
+  train on a CPU in seconds (``Z1`` keeps its own, mid-level channels).
 * Pooling: ``Z1' = A1·Z1`` and ``Z2' = A2·Z2`` are average-pooled; ``Z3`` is average-pooled
   (so only the pooled ``Z3`` vector is ever needed, which keeps the feature cache small).
 * ``attention=False`` replaces both maps by ones (the benchmark's ``no-attention`` ablation).
@@ -56,7 +59,7 @@ class AttentionHead(nn.Module):
     """
 
     def __init__(
-        self, channels: tuple[int, int, int], hidden: int = 64, attention: bool = True, dropout: float = 0.2
+        self, channels: tuple[int, int, int], hidden: int = 32, attention: bool = True, dropout: float = 0.2
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
@@ -80,7 +83,9 @@ class AttentionHead(nn.Module):
             return z1.new_ones(z1.shape[0], 1, *z1.shape[2:]), z2.new_ones(z2.shape[0], 1, *z2.shape[2:])
         ctx = self.context(z3)[:, :, None, None]
         a2 = torch.sigmoid(self.a2_out(F.relu(self.a2_in(z2) + ctx)))
-        from_z2 = F.interpolate(self.a1_from_z2(z2), size=z1.shape[2:], mode="bilinear", align_corners=False)
+        from_z2 = self.a1_from_z2(z2)
+        if from_z2.shape[2:] != z1.shape[2:]:
+            from_z2 = F.interpolate(from_z2, size=z1.shape[2:], mode="bilinear", align_corners=False)
         a1 = torch.sigmoid(self.a1_out(F.relu(self.a1_in(z1) + from_z2 + ctx)))
         return a1, a2
 
@@ -137,9 +142,9 @@ class AestheticModel(nn.Module):
         self.head = head
 
     def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(Z1, Z2, pooled Z3)`` of ``[0, 1]`` RGB images B×3×H×W."""
+        """``(Z1 on Z2's grid, Z2, pooled Z3)`` of ``[0, 1]`` RGB images B×3×H×W."""
         z1, z2, z3 = self.backbone(preprocess(image, self.spec))
-        return z1, z2, z3.mean(dim=(2, 3))
+        return F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3))
 
     def forward(self, image: Tensor) -> Tensor:
         """Score distributions B×10 of ``[0, 1]`` RGB images B×3×H×W."""

@@ -159,8 +159,8 @@ def train_personal(
     head.train()
     history = []
     for _ in range(settings.iterations):
-        batch = pairs[next(batches)]
-        scores = distribution_to_score(head(*source(batch.reshape(-1)))).reshape(-1, 2)
+        photos, where = pairs[next(batches)].unique(return_inverse=True)
+        scores = distribution_to_score(head(*source(photos)))[where]
         loss = pair_loss(scores[:, 0], scores[:, 1], **kwargs)
         if settings.anchor > 0:
             loss = loss + settings.anchor * sum(((p - s) ** 2).sum() for p, s in zip(params, start))

@@ -9,7 +9,7 @@ from .degrade import DEGRADATIONS, EDITS, add_haze, degrade, expose, random_edit
 from .dehaze import Dehaze, dark_channel, dehaze, estimate_airlight, guided_filter, recover, transmission
 from .exposure import ExposureCurves, apply_curves
 from .metrics import TASTE_FEATURES, colourfulness, psnr, ssim, taste_features
-from .pipeline import OPS, RetouchNet, Retoucher
+from .pipeline import OPS, Retoucher, RetouchNet
 
 __all__ = [
     "DEGRADATIONS",

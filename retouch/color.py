@@ -20,11 +20,15 @@ __all__ = [
     "mean_total_variation",
     "per_image",
     "saturation",
+    "soft_bound",
     "white_balance",
 ]
 
 # Smallest chroma treated as non-zero when bounding the saturation scale; only keeps the division finite.
 _CHROMA_EPS = 1e-6
+# ColorAdjust keeps log gains within +-2 (gains in [0.14, 7.4]) and the log saturation within +-4 ([0.018, 55]).
+_LOG_GAIN_BOUND = 2.0
+_LOG_SATURATION_BOUND = 4.0
 
 
 def check_image(image: Tensor, name: str = "image") -> None:
@@ -141,7 +145,7 @@ def apply_lut(image: Tensor, lut: Tensor) -> Tensor:
             :func:`identity_lut`.
 
     Returns:
-        :math:`(B, 3, H, W)`, in :math:`[0, 1]` when the LUT is.
+        :math:`(B, 3, H, W)`, clipped to :math:`[0, 1]` (a LUT in that range only needs it for rounding error).
 
     Example:
         >>> image = torch.rand(1, 3, 4, 4)
@@ -159,7 +163,19 @@ def apply_lut(image: Tensor, lut: Tensor) -> Tensor:
     grid = (image * 2.0 - 1.0).permute(0, 2, 3, 1).unsqueeze(1).to(lut.dtype)
     lut = lut.expand(image.shape[0], -1, -1, -1, -1)
     out = F.grid_sample(lut, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.squeeze(2)
+    return out.squeeze(2).clamp(0.0, 1.0)
+
+
+def soft_bound(raw: Tensor, bound: float) -> Tensor:
+    r"""Map ``raw`` smoothly into :math:`(-\text{bound}, \text{bound})` as ``bound * tanh(raw / bound)``.
+
+    Near 0 it is the identity (slope 1), so a parameter initialised at 0 learns as if unbounded.
+
+    Example:
+        >>> soft_bound(torch.tensor([0.0, 1e9]), 2.0)
+        tensor([0., 2.])
+    """
+    return bound * torch.tanh(raw / bound)
 
 
 def mean_total_variation(tensor: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -178,8 +194,9 @@ class ColorAdjust(nn.Module):
 
     Parameters (neutral values give the identity):
 
-    * ``log_gains`` :math:`(1, 3)`: white-balance gains are ``exp(log_gains)``; neutral 0.
-    * ``raw_saturation`` :math:`(1,)`: the saturation factor is ``exp(raw_saturation)``; neutral 0.
+    * ``log_gains`` :math:`(1, 3)`: white-balance gains are ``exp(soft_bound(log_gains, 2))``; neutral 0.
+    * ``raw_saturation`` :math:`(1,)`: the saturation factor is ``exp(soft_bound(raw_saturation, 4))``;
+      neutral 0.
     * ``lut_residual`` :math:`(1, 3, S, S, S)`: added to :func:`identity_lut`, the sum clipped to :math:`[0, 1]`;
       neutral 0.
 
@@ -206,8 +223,9 @@ class ColorAdjust(nn.Module):
     def render(self, image: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """Apply the op with raw ``params`` (this module's parameter names, batch 1 or B) to ``image``."""
         lut = identity_lut(self.lut_size, device=image.device, dtype=image.dtype) + params["lut_residual"]
-        balanced = white_balance(image, params["log_gains"].exp())
-        return apply_lut(saturation(balanced, params["raw_saturation"].exp()), lut.clamp(0.0, 1.0))
+        balanced = white_balance(image, soft_bound(params["log_gains"], _LOG_GAIN_BOUND).exp())
+        factor = soft_bound(params["raw_saturation"], _LOG_SATURATION_BOUND).exp()
+        return apply_lut(saturation(balanced, factor), lut.clamp(0.0, 1.0))
 
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""

@@ -66,7 +66,8 @@ def expose(image: Tensor, ev: float | Tensor) -> Tensor:
     """
     check_image(image)
     linear = rgb_to_linear_rgb(image) * torch.exp2(per_image(ev, image, "ev"))
-    return linear_rgb_to_rgb(linear.clamp(0.0, 1.0))
+    # the outer clamp only removes the rounding error of the sRGB encoding at 1
+    return linear_rgb_to_rgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0)
 
 
 def add_haze(image: Tensor, beta: float | Tensor, airlight: float | Tensor) -> Tensor:

@@ -34,6 +34,8 @@ __all__ = [
 
 #: Lowest airlight used by :class:`Dehaze` and the baseline, so that I / A stays bounded.
 AIRLIGHT_MIN = 0.05
+# Lowest transmission floor of :class:`Dehaze` (the sigmoid of a very negative raw value underflows to 0).
+_T_MIN_FLOOR = 1e-3
 
 
 def clip_straight_through(image: Tensor) -> Tensor:
@@ -289,7 +291,8 @@ class Dehaze(nn.Module):
     * ``raw_strength`` :math:`(1,)`: strength ``tanh(raw_strength)`` in :math:`(-1, 1)`; neutral 0.
     * ``airlight_offset`` :math:`(1, 3)`: added to the estimated airlight (the sum clipped to
       :math:`[0.05, 1]`); neutral 0.
-    * ``raw_t_min`` :math:`(1,)`: transmission floor ``sigmoid(raw_t_min)``; starts at :math:`t_0 = 0.1`.
+    * ``raw_t_min`` :math:`(1,)`: transmission floor ``sigmoid(raw_t_min)`` (at least 0.001); starts at
+      :math:`t_0 = 0.1`.
 
     :meth:`render` takes the same tensors with a leading batch of 1 or ``B`` (per-image parameters).
 
@@ -348,7 +351,8 @@ class Dehaze(nn.Module):
         refine_radius = self.refine_radius
         if refine_radius is None:
             refine_radius = 2 * math.ceil(max(image.shape[-2:]) / max(small.shape[-2:]))
-        return recover(image, refined, airlight, torch.sigmoid(params["raw_t_min"]), refine_radius, self.eps)
+        t_min = torch.sigmoid(params["raw_t_min"]).clamp_min(_T_MIN_FLOOR)
+        return recover(image, refined, airlight, t_min, refine_radius, self.eps)
 
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""

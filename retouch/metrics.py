@@ -74,10 +74,10 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 11) -> Tensor:
 
 
 def colourfulness(image: Tensor) -> Tensor:
-    r"""Hasler–Süsstrunk colourfulness :math:`\sqrt{\sigma_{rg}^2 + \sigma_{yb}^2} + 0.3\sqrt{\mu_{rg}^2 + \mu_{yb}^2}`.
+    r"""Hasler-Süsstrunk colourfulness.
 
-    With :math:`rg = R - G` and :math:`yb = (R + G) / 2 - B` on values in :math:`[0, 1]` (the paper's values are
-    255 times larger).
+    :math:`\sqrt{\sigma_{rg}^2 + \sigma_{yb}^2} + 0.3\sqrt{\mu_{rg}^2 + \mu_{yb}^2}` with :math:`rg = R - G` and
+    :math:`yb = (R + G) / 2 - B`, on values in :math:`[0, 1]` (the paper's values are 255 times larger).
 
     Args:
         image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.

@@ -1,0 +1,56 @@
+"""``persaes prefs``: collect pairwise preference answers on a local web page."""
+
+from __future__ import annotations
+
+import webbrowser
+
+import click
+
+from cli.common import user_errors, warn
+from persaes.collect import CollectSession, serve
+
+
+@click.group("prefs")
+def prefs() -> None:
+    """Collect "which do you prefer?" answers about an album's photos."""
+
+
+@prefs.command("collect")
+@click.argument("album", type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Preference file (JSON Lines); answers are appended, a rerun continues it.")
+@click.option("--pairs", default=100, show_default=True, type=click.IntRange(1),
+              help="Answered pairs to reach, counting those already in --out.")
+@click.option("--variants", is_flag=True,
+              help="Ask about two random edits (exposure, colour, haze) of the same photo; "
+                   "the edits are saved as ALBUM/_variants/<stem>__v<k>.jpg, described in _variants/edits.jsonl.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Port on 127.0.0.1; 0 picks a free one.")
+@click.option("--no-browser", is_flag=True, help="Only print the page's address, don't open a browser.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the pairs and edits.")
+@user_errors(ValueError, OSError)
+def collect(album: str, out: str, pairs: int, variants: bool, port: int, no_browser: bool, seed: int) -> None:
+    """Ask which of two photos you prefer, on a page served on 127.0.0.1, until Ctrl-C.
+
+    Click the photo you prefer (or press the left/right arrow key), the down arrow for
+    "about the same", U or Backspace to undo. Every answer is saved at once.
+
+    \b
+    Example:
+      persaes prefs collect ~/Pictures/album --out answers.jsonl --pairs 150
+    """
+    session = CollectSession(album, out, pairs=pairs, variants=variants, seed=seed)
+    for problem in session.problems:
+        warn(problem)
+    server = serve(session, port=port)
+    click.echo(server.url)
+    click.echo(f"{session.done} / {session.total} pairs answered; Ctrl-C to stop", err=True)
+    if not no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    click.echo(f"answers saved to {out}")
