@@ -158,7 +158,8 @@ class CollectSession:
         seed: random seed of the pair plan and of the edits.
 
     Raises:
-        FileNotFoundError / NotADirectoryError: the album or the folder of ``out_file`` is missing.
+        FileNotFoundError: the album or the folder of ``out_file`` is missing.
+        IsADirectoryError: ``out_file`` is a folder.
         ValueError: too few photos (two, or one in variants mode).
 
     Attributes:
@@ -509,6 +510,7 @@ body { display: flex; flex-direction: column; height: 100vh; overflow: hidden; u
   font-size: 20px; padding: 24px; }
 body.finished #pair { display: none; }
 body.finished #done { display: flex; }
+body.finished .ask { visibility: hidden; }
 footer { display: flex; align-items: center; gap: 18px; padding: 10px 18px 12px; border-top: 1px solid var(--line);
   margin-top: 10px; color: var(--muted); }
 #question { color: var(--text); font-weight: 600; }
@@ -529,8 +531,8 @@ button:disabled { opacity: .4; cursor: default; }
 </main>
 <div id="done">All pairs answered. Thank you! Your answers are saved; you can close this tab.</div>
 <footer>
-  <span id="question">Which photo do you prefer?</span>
-  <span>click it or <kbd>&larr;</kbd> <kbd>&rarr;</kbd></span>
+  <span id="question" class="ask">Which photo do you prefer?</span>
+  <span class="ask">click it or <kbd>&larr;</kbd> <kbd>&rarr;</kbd></span>
   <span id="status" role="status"></span>
   <span class="spacer"></span>
   <span id="progress">&nbsp;</span>

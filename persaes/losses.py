@@ -24,7 +24,7 @@ from torch import Tensor
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduce(values: Tensor, reduction: str) -> Tensor:
+def reduce_loss(values: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return values.mean()
     if reduction == "sum":
@@ -53,7 +53,7 @@ def emd_loss(p: Tensor, q: Tensor, r: float = 2.0, reduction: str = "mean") -> T
     diff = (torch.cumsum(p, dim=1) - torch.cumsum(q, dim=1)).abs()
     # (x + eps)^(1/r) keeps the gradient finite when p == q.
     per_item = (diff.pow(r).mean(dim=1) + 1e-12).pow(1.0 / r)
-    return _reduce(per_item, reduction)
+    return reduce_loss(per_item, reduction)
 
 
 def _check_pair(preferred: Tensor, other: Tensor) -> Tensor:
@@ -64,17 +64,17 @@ def _check_pair(preferred: Tensor, other: Tensor) -> Tensor:
 
 def hinge_pair_loss(preferred: Tensor, other: Tensor, margin: float = 0.1, reduction: str = "mean") -> Tensor:
     """``max(0, f(x₂) − f(x₁) + margin)`` where ``preferred = f(x₁)``, ``other = f(x₂)`` (shape B)."""
-    return _reduce(torch.relu(_check_pair(preferred, other) + margin), reduction)
+    return reduce_loss(torch.relu(_check_pair(preferred, other) + margin), reduction)
 
 
 def exp_pair_loss(preferred: Tensor, other: Tensor, reduction: str = "mean") -> Tensor:
     """``exp(f(x₂) − f(x₁))`` (shape B): the exponential pairwise alternative."""
-    return _reduce(torch.exp(_check_pair(preferred, other)), reduction)
+    return reduce_loss(torch.exp(_check_pair(preferred, other)), reduction)
 
 
 def logistic_pair_loss(preferred: Tensor, other: Tensor, reduction: str = "mean") -> Tensor:
     """``log(1 + exp(f(x₂) − f(x₁)))`` (shape B): the logistic (RankNet) alternative."""
-    return _reduce(torch.nn.functional.softplus(_check_pair(preferred, other)), reduction)
+    return reduce_loss(torch.nn.functional.softplus(_check_pair(preferred, other)), reduction)
 
 
 PAIR_LOSSES: dict[str, Callable[..., Tensor]] = {

@@ -1,0 +1,201 @@
+"""Retouching folders of photos against an aesthetic model, safely and resumably.
+
+* Each photo is written to ``OUT`` under its relative path, atomically (no partial files),
+  upright (EXIF orientation applied), in its own format; photos already in ``OUT`` are
+  skipped, so an interrupted run resumes. ``IN`` is never written to.
+* ``OUT/scores.csv`` lists each photo's score before and after under the model used,
+  rewritten atomically after every photo.
+* Edits come from per-photo optimisation (:func:`retouch.optimize.optimize_edit`) or
+  from a trained :class:`retouch.RetouchNet` (one pass).
+
+Example::
+
+    >>> summary = retouch_folder("album", "out", load_scorer("me.safetensors"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from persaes.aesthetic_loss import AestheticLoss
+from persaes.atomic import atomic_path, atomic_write_text
+from persaes.images import ImageError, iter_images, open_rgb, to_tensor
+from persaes.scorer import Scorer
+from retouch import RetouchNet
+from retouch.dehaze import resize_to_fit
+from retouch.optimize import EditSettings, optimize_edit
+
+SCORES_FILE = "scores.csv"
+NET_FORMAT = "persaes-retouchnet/1"
+_SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                 ".bmp": "BMP", ".gif": "PNG"}
+
+
+class RetouchError(ValueError):
+    """A retouch run that cannot start (e.g. OUT == IN); one line."""
+
+
+@dataclass
+class RetouchSummary:
+    """What a folder run did: counts and one line per failed photo."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def plan(in_dir: Path, out_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs of the photos under ``in_dir``; refuses OUT == IN or OUT inside IN."""
+    src, dst = in_dir.resolve(), out_dir.resolve()
+    if not src.is_dir():
+        raise RetouchError(f"{in_dir}: input folder not found")
+    if dst == src:
+        raise RetouchError(f"{out_dir}: OUT is the input folder; originals are never overwritten, choose another OUT")
+    if src in dst.parents:
+        raise RetouchError(f"{out_dir}: OUT lies inside the input folder {in_dir}; choose a folder outside it")
+    pairs = []
+    for path in iter_images([in_dir]):
+        relative = path.relative_to(in_dir)
+        target = out_dir / relative
+        if target.suffix.lower() == ".gif":
+            target = target.with_suffix(".png")
+        pairs.append((path, target))
+    return pairs
+
+
+def save_photo(image: Tensor, path: Path, source: Image.Image | None = None) -> None:
+    """Write a 3×H×W ``[0, 1]`` tensor to ``path`` atomically, format by suffix (JPEG quality 95)."""
+    array = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    img = Image.fromarray(array, "RGB")
+    fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
+    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    if source is not None and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
+        exif = source.getexif()
+        if exif:
+            exif[0x0112] = 1  # pixels are upright now
+            options["exif"] = exif.tobytes()
+        if source.info.get("icc_profile"):
+            options["icc_profile"] = source.info["icc_profile"]
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def _read_scores(path: Path) -> dict[str, dict[str, str]]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["path"]: row for row in csv.DictReader(handle) if row.get("path")}
+
+
+def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["path", "score_before", "score_after", "model"])
+    writer.writeheader()
+    for key in sorted(rows):
+        writer.writerow({k: rows[key].get(k, "") for k in writer.fieldnames})
+    atomic_write_text(path, out.getvalue())
+
+
+def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settings: EditSettings,
+                  net: RetouchNet | None = None, seed: int = 0) -> Tensor:
+    """Retouched full-size 1×3×H×W: a fitted edit (``net`` None) or the network's one pass."""
+    if net is not None:
+        with torch.no_grad():
+            return net(image)
+    return optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
+
+
+def retouch_folder(
+    in_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    scorer: Scorer,
+    ops: Sequence[str] = ("exposure", "color", "dehaze"),
+    settings: EditSettings | None = None,
+    net: RetouchNet | None = None,
+    seed: int = 0,
+    progress: Callable[[Iterator[tuple[Path, Path]], int], Iterator[tuple[Path, Path]]] | None = None,
+    on_error: Callable[[str], None] | None = None,
+    model_name: str = "",
+) -> RetouchSummary:
+    """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    pairs = plan(in_dir, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings or EditSettings()
+    loss = AestheticLoss(scorer)
+    device = scorer.device
+    scores_path = out_dir / SCORES_FILE
+    scores = _read_scores(scores_path)
+    summary = RetouchSummary()
+    todo = [(s, d) for s, d in pairs if not d.exists()]
+    summary.skipped = len(pairs) - len(todo)
+    items = progress(iter(todo), len(todo)) if progress else iter(todo)
+    for src, dst in items:
+        try:
+            with Image.open(src) as original:
+                source_info = original.copy() if original.mode != "P" else None
+            full = to_tensor(open_rgb(src))[None].to(device)
+        except (ImageError, OSError) as exc:
+            message = str(exc) if isinstance(exc, ImageError) else f"{src}: cannot read ({exc})"
+            summary.failed.append(message)
+            if on_error:
+                on_error(message)
+            continue
+        result = retouch_image(full, loss, ops, settings, net, seed)
+        with torch.no_grad():
+            before, after = scorer.score([resize_to_fit(full, 512), resize_to_fit(result, 512)]).tolist()
+        save_photo(result[0], dst, source_info)
+        scores[dst.relative_to(out_dir).as_posix()] = {
+            "score_before": f"{before:.4f}", "score_after": f"{after:.4f}", "model": model_name}
+        _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
+        summary.done += 1
+    return summary
+
+
+def save_retouch_net(path: str | os.PathLike[str], net: RetouchNet, metadata: dict[str, object]) -> Path:
+    """Write a :class:`RetouchNet` as safetensors + JSON metadata, atomically."""
+    meta = {"format": NET_FORMAT, "ops": list(net.retoucher.ops), "input_size": net.input_size,
+            "width": net.encoder[0].out_channels, **metadata}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"persaes": json.dumps(meta, sort_keys=True)})
+    return path
+
+
+def load_retouch_net(path: str | os.PathLike[str]) -> tuple[RetouchNet, dict[str, object]]:
+    """Read a :class:`RetouchNet` written by :func:`save_retouch_net`; clear errors for other files."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise RetouchError(f"{path}: no such retouching model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("persaes", "{}"))
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the file's
+        raise RetouchError(f"{path}: not a valid retouching model ({str(exc).splitlines()[0]})") from None
+    if meta.get("format") != NET_FORMAT:
+        raise RetouchError(f"{path}: not a persaes retouching model (format {meta.get('format')!r})")
+    net = RetouchNet(meta["ops"], input_size=int(meta["input_size"]), width=int(meta["width"]))
+    try:
+        net.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise RetouchError(f"{path}: tensors do not fit the model it describes ({str(exc).splitlines()[0]})") from None
+    return net.eval(), meta

@@ -1,0 +1,130 @@
+"""Fitting edits against a differentiable loss: per photo (:func:`optimize_edit`) or a
+feed-forward network over a folder (:func:`train_retouch_net`).
+
+The loss is any callable ``images -> scalar`` (e.g. ``persaes.AestheticLoss``). Regularisers
+keep edits natural, the answer to "the model learns to over-brighten": a fidelity term
+(mean absolute change from the input), the ops' own smoothness/strength terms, and
+bounded parameters (every op maps raw parameters into a safe range).
+
+Parameters are fitted on a copy whose longer side is at most ``work_size``; they are
+global or coarse grids, so the same edit then applies to the full-size photo in one pass.
+
+Example::
+
+    >>> retoucher = optimize_edit(photo, AestheticLoss("generic"), steps=20)   # doctest: +SKIP
+    >>> full = retoucher.retouch_full(photo)                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from .color import check_image
+from .dehaze import resize_to_fit
+from .pipeline import Retoucher, RetouchNet
+
+LossFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class EditSettings:
+    """How edits are fitted.
+
+    Attributes:
+        steps: optimisation steps per photo (or per batch for the network).
+        lr: Adam learning rate.
+        fidelity: weight of the mean absolute change from the input.
+        regularization: weight of the ops' regularisers.
+        work_size: longer side of the copy the parameters are fitted on.
+    """
+
+    steps: int = 25
+    lr: float = 0.05
+    fidelity: float = 1.0
+    regularization: float = 0.05
+    work_size: int = 256
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor, settings: EditSettings) -> Tensor:
+    """``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``."""
+    return loss_fn(edited) + settings.fidelity * (edited - source).abs().mean() + settings.regularization * regularizer
+
+
+def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = ("exposure", "color", "dehaze"),
+                  settings: EditSettings | None = None, seed: int = 0) -> Retoucher:
+    """Fit one photo's edit parameters against ``loss_fn``.
+
+    Args:
+        image: 1×3×H×W in ``[0, 1]`` (any size; a small copy is used for fitting).
+        loss_fn: images → scalar loss to minimise.
+        ops: ops to use (see :data:`retouch.OPS`).
+        settings: steps, learning rate and regulariser weights.
+        seed: fixes any randomness (deterministic on the CPU).
+
+    Returns:
+        The fitted :class:`Retoucher` (on ``image``'s device); the step with the lowest
+        objective is kept. Apply it to the full photo with ``retouch_full``.
+    """
+    check_image(image)
+    if image.shape[0] != 1:
+        raise ValueError(f"optimize_edit fits one photo at a time, got a batch of {image.shape[0]}")
+    settings = settings or EditSettings()
+    torch.manual_seed(seed)
+    small = resize_to_fit(image, settings.work_size).detach()
+    retoucher = Retoucher(ops).to(image.device)
+    optimizer = torch.optim.Adam(retoucher.parameters(), lr=settings.lr)
+    best = (float("inf"), retoucher.state())
+    for _ in range(settings.steps + 1):
+        objective = edit_objective(loss_fn, retoucher(small), small, retoucher.regularization(), settings)
+        value = float(objective.detach())
+        if value < best[0]:
+            best = (value, retoucher.state())
+        optimizer.zero_grad()
+        objective.backward()
+        optimizer.step()
+    retoucher.load_state_dict(best[1])
+    return retoucher.eval()
+
+
+def train_retouch_net(batches: Callable[[], Iterator[Tensor]], loss_fn: LossFn,
+                      ops: Iterable[str] = ("exposure", "color", "dehaze"), epochs: int = 5,
+                      settings: EditSettings | None = None, seed: int = 0,
+                      device: torch.device | str = "cpu",
+                      on_step: Callable[[int, float], None] | None = None) -> RetouchNet:
+    """Train a :class:`RetouchNet` over a photo collection against ``loss_fn``.
+
+    Args:
+        batches: called once per epoch, yields B×3×h×w ``[0, 1]`` batches (small copies).
+        loss_fn: images → scalar loss to minimise.
+        ops: ops the network predicts.
+        epochs: passes over ``batches()``.
+        settings: learning rate and regulariser weights (``steps`` is unused here).
+        seed: fixes initialisation and dropout.
+        on_step: ``on_step(step, objective)`` after every optimiser step.
+    """
+    settings = settings or EditSettings(lr=0.01)
+    torch.manual_seed(seed)
+    net = RetouchNet(ops).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    step = 0
+    net.train()
+    for _ in range(epochs):
+        for batch in batches():
+            batch = batch.to(device)
+            params = net.predict(batch)
+            edited = net.retoucher.render(batch, params)
+            objective = edit_objective(loss_fn, edited, batch, net.regularization(params), settings)
+            optimizer.zero_grad()
+            objective.backward()
+            optimizer.step()
+            step += 1
+            if on_step is not None:
+                on_step(step, float(objective.detach()))
+    return net.eval()
