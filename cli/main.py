@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.personalize import personalize_cmd
+from cli.retouch import retouch_cmd, train_retoucher_cmd
 from cli.prefs import prefs
 from cli.score import score
 
@@ -24,4 +25,6 @@ def main() -> None:
 
 main.add_command(score)
 main.add_command(personalize_cmd)
+main.add_command(retouch_cmd)
+main.add_command(train_retoucher_cmd)
 main.add_command(prefs)

@@ -27,12 +27,20 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+"""The process umask, read once at import (reading it means setting it, which is not thread-safe)."""
+
+
 def _new_temp_file(target: Path) -> Path:
     """Create an empty, uniquely named temporary file next to ``target``.
 
-    The file is created with mode 0o666 filtered by the umask (like ``open``), or
-    with the mode of ``target`` when it already exists, so the rename changes
-    nothing about permissions.
+    Its final mode is set by :func:`_final_mode` just before the rename.
     """
     folder = target.parent
     if not folder.is_dir():
@@ -44,9 +52,14 @@ def _new_temp_file(target: Path) -> Path:
         except FileExistsError:
             continue
         os.close(fd)
-        if target.exists():
-            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
         return tmp
+
+
+def _final_mode(target: Path) -> int:
+    """The mode the written file gets: the old file's, else 0o666 filtered by the umask."""
+    if target.exists():
+        return stat.S_IMODE(target.stat().st_mode)
+    return 0o666 & ~_UMASK
 
 
 def _fsync_file(path: Path) -> None:
@@ -97,6 +110,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"{target}: the writer removed its temporary file {tmp}")
+        os.chmod(tmp, _final_mode(target))  # some writers recreate the file with mode 0600
         _fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:

@@ -42,7 +42,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import mimetypes
@@ -51,7 +50,6 @@ import random
 import secrets
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,22 +60,15 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import torch
-from PIL import Image
 
-from persaes.atomic import atomic_write_bytes
 from persaes.images import ImageError, iter_images, open_rgb, to_tensor
 from persaes.preferences import Answer, _album_key, append_answer, append_undo, read_answers, sample_pairs
-from retouch.degrade import random_edit
+from persaes.variants import VARIANT_MAX_SIDE, is_variant, jpeg_bytes, write_variant
 
-__all__ = ["CollectServer", "CollectSession", "RequestError", "VARIANTS_DIR", "VARIANT_MAX_SIDE", "serve"]
+__all__ = ["CollectServer", "CollectSession", "RequestError", "serve"]
 
 log = logging.getLogger("persaes")
 
-VARIANTS_DIR = "_variants"
-"""Album subfolder that holds the edited variants of variants mode."""
-VARIANT_MAX_SIDE = 1600
-"""Longer side, in pixels, of the variants written in variants mode."""
-JPEG_QUALITY = 92
 HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
 BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
@@ -101,10 +92,6 @@ class _VariantTask:
     source: str
 
 
-def _is_variant(key: str) -> bool:
-    return key.startswith(VARIANTS_DIR + "/")
-
-
 def _album_listing(root: Path) -> dict[str, Path]:
     """Album-relative key → file, for every image whose real path lies inside ``root`` (a resolved folder)."""
     return {
@@ -112,37 +99,6 @@ def _album_listing(root: Path) -> dict[str, Path]:
         for path in iter_images([root])
         if path.resolve().is_relative_to(root)
     }
-
-
-def _append_json_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line durably (flushed and fsync'ed)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _edit_record(description: dict[str, Any]) -> dict[str, Any]:
-    """The first (only) image's entries of a ``random_edit`` description, as JSON values."""
-    record: dict[str, Any] = {}
-    for name, value in description.items():
-        first = value[0]
-        if isinstance(first, torch.Tensor):
-            first = [round(v, 4) for v in first.tolist()] if first.ndim else round(first.item(), 4)
-        record[name] = first
-    return record
-
-
-def _jpeg_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
-def _tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """A 1×3×H×W tensor in [0, 1] as an 8-bit RGB image."""
-    array = image[0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    return Image.fromarray(array)
 
 
 class CollectSession:
@@ -211,7 +167,7 @@ class CollectSession:
 
     def _sources(self) -> list[str]:
         """The photos questions are made from: the album without ``_variants/``."""
-        sources = sorted(key for key in self.images if not _is_variant(key))
+        sources = sorted(key for key in self.images if not is_variant(key))
         needed = 1 if self.variants else 2
         if len(sources) < needed:
             raise ValueError(f"{self.root}: found {len(sources)} photo(s), need at least {needed}")
@@ -219,7 +175,7 @@ class CollectSession:
 
     def _in_scope(self, pair: Pair | None) -> bool:
         """Whether an answered pair counts for this run: album images, variants exactly in variants mode."""
-        return pair is not None and all(key in self.images and _is_variant(key) == self.variants for key in pair)
+        return pair is not None and all(key in self.images and is_variant(key) == self.variants for key in pair)
 
     def _plan(self, count: int) -> list[Pair | _VariantTask]:
         """``count`` new questions, none already answered."""
@@ -239,24 +195,10 @@ class CollectSession:
 
     # -- variants -------------------------------------------------------------------------------------------------
 
-    def _free_variant_key(self, source: str) -> str:
-        stem = Path(source).stem
-        k = 1
-        while (key := f"{VARIANTS_DIR}/{stem}__v{k}.jpg") in self.images or (self.root / key).exists():
-            k += 1
-        return key
-
     def _make_variant(self, source: str, image: torch.Tensor) -> str:
         """Write one random edit of ``image`` (from ``source``) as a new variant file; its album key."""
-        key = self._free_variant_key(source)
-        generator = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{key}".encode()))
-        edited, description = random_edit(image, generator)
-        path = self.root / key
-        path.parent.mkdir(exist_ok=True)
-        atomic_write_bytes(path, _jpeg_bytes(_tensor_to_pil(edited)))
-        _append_json_line(path.parent / "edits.jsonl",
-                          {"variant": key, "source": source, "edit": _edit_record(description)})
-        self.images[key] = path
+        key = write_variant(self.root, source, image, self.seed, taken=lambda k: k in self.images)
+        self.images[key] = self.root / key
         return key
 
     def _make_variant_pair(self, source: str) -> Pair:
@@ -340,7 +282,7 @@ def _image_bytes(path: Path) -> tuple[bytes, str]:
     """The bytes to send for an image and their content type (formats browsers can't show become JPEG)."""
     if path.suffix.lower() in BROWSER_SUFFIXES:
         return path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return _jpeg_bytes(open_rgb(path)), "image/jpeg"
+    return jpeg_bytes(open_rgb(path)), "image/jpeg"
 
 
 class CollectServer(ThreadingHTTPServer):

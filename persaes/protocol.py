@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 import random
 from collections.abc import Mapping, Sequence
 
@@ -86,3 +88,20 @@ def pairwise_accuracy(pred: Tensor, truth: Tensor) -> float:
         return math.nan
     agree = (dp[mask] > 0).double().sum() + 0.5 * (dp[mask] == 0).double().sum()
     return float(agree) / total
+
+
+def heldout_photos(images_csv: str | os.PathLike[str], n: int = 120, seed: int = 0) -> list[str]:
+    """The fixed, seeded set of Pixabay photos held out from all training (protocol §2, §3).
+
+    Args:
+        images_csv: an image table with ``image`` and ``source`` columns (OASIS format).
+        n: how many to hold out.
+        seed: the seed of the draw.
+
+    Returns:
+        Sorted image names.
+    """
+    with open(images_csv, newline="", encoding="utf-8-sig") as handle:
+        pixabay = sorted(row["image"] for row in csv.DictReader(handle) if row.get("source") == "Pixabay")
+    random.Random(seed).shuffle(pixabay)
+    return sorted(pixabay[:n])

@@ -1,0 +1,119 @@
+"""Reproduce ``weights/generic.safetensors``: the default generic head with a quality prior.
+
+    python weights/make_generic.py --data ../shared/data/oasis \\
+        --ratings ../shared/data/oasis/ratings_dev.csv --out weights/generic.safetensors
+
+Trains the default backbone's head (heads only, on cached features) on two objectives:
+
+* EMD against the rated references (every OASIS photo with the histogram of all
+  participants' ratings in ``--ratings``), and
+* a quality prior: a ranking hinge loss that prefers each training Pixabay photo to its
+  under-/over-exposed, colour-cast/desaturated and hazed versions (the seeded
+  degradations of ``shared/docs/protocol.md`` §2).
+
+The held-out Pixabay photos of the protocol (:func:`persaes.protocol.heldout_photos`) are
+never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
+from persaes.checkpoint import model_metadata, save_checkpoint
+from persaes.features import FeatureCache, Features, extract_features, features_of_tensors, file_digest
+from persaes.images import load_image
+from persaes.model import AestheticModel, AttentionHead, distribution_to_score
+from persaes.protocol import heldout_photos
+from persaes.references import read_ratings_csv
+from persaes.train import GenericSettings, train_generic
+from retouch import DEGRADATIONS, degrade
+
+
+def degraded_features(model: AestheticModel, files: list[Path], seed: int, cache: FeatureCache) -> tuple[Features, list[int]]:
+    """Features of every file under each degradation; rows ordered file-major. Returns (features, source row)."""
+    parts, owners = [], []
+    for n, path in enumerate(files):
+        base = file_digest(path)
+        for k, kind in enumerate(DEGRADATIONS):
+            key = hashlib.sha256(f"{base}/{kind}/{seed}".encode()).hexdigest()
+            feats = cache.get(key)
+            if feats is None:
+                image = load_image(path, max_side=2 * model.spec.input_size)[None]
+                degraded, _ = degrade(image, kind, torch.Generator().manual_seed(seed * 100003 + n * 7 + k))
+                feats = features_of_tensors(model, degraded)
+                cache.put(key, feats)
+            parts.append(feats)
+            owners.append(n)
+        if n % 50 == 0:
+            print(f"degraded features: {n}/{len(files)}", file=sys.stderr)
+    return Features.cat(parts), owners
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--ratings", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "generic.safetensors")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--pair-weight", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, default=None)
+    args = ap.parse_args(argv)
+    started = time.time()
+    torch.manual_seed(args.seed)
+
+    spec = get_spec(DEFAULT_BACKBONE)
+    model = AestheticModel(spec, create_backbone(spec.name, "pretrained"), AttentionHead(spec.channels)).eval()
+    cache = FeatureCache(args.cache, spec.name, "pretrained") if args.cache else FeatureCache.default(spec.name, "pretrained")
+    images_csv = args.data / "images.csv"
+    held = set(heldout_photos(images_csv))
+    refs = read_ratings_csv(args.ratings, images_csv)
+    keep = [i for i, name in enumerate(refs.ids) if name not in held]
+    refs = refs.subset(keep)
+    ref_feats, ok, problems = extract_features(model, refs.paths, cache)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+    hists = refs.hists[ok]
+    ids = [refs.ids[i] for i in ok]
+
+    import csv
+
+    with open(images_csv, newline="", encoding="utf-8-sig") as handle:
+        pixabay = {row["image"] for row in csv.DictReader(handle) if row["source"] == "Pixabay"}
+    prior_rows = [r for r, name in enumerate(ids) if name in pixabay]
+    deg_feats, owners = degraded_features(model, [refs.paths[ok[r]] for r in prior_rows], args.seed, cache)
+    feats = Features.cat([ref_feats, deg_feats])
+    pairs = torch.tensor([[prior_rows[o], len(ref_feats) + j] for j, o in enumerate(owners)])
+
+    head = model.head
+    settings = GenericSettings(epochs=args.epochs, lr=args.lr, pair_weight=args.pair_weight)
+    history = train_generic(head, feats.take, torch.cat([hists, torch.zeros(len(deg_feats), 10)]), settings,
+                            args.seed, pairs=pairs, rated=torch.arange(len(ref_feats)))
+    with torch.no_grad():
+        scores = distribution_to_score(head(*feats.take(torch.arange(len(feats)))))
+    won = (scores[pairs[:, 0]] > scores[pairs[:, 1]]).float()
+    per_kind = {kind: float(won[k::len(DEGRADATIONS)].mean()) for k, kind in enumerate(DEGRADATIONS)}
+    print(f"training-set preference for originals: {per_kind}; final loss {history[-1]:.4f}", file=sys.stderr)
+    meta = model_metadata(
+        model, "pretrained", kind="generic", trained=True,
+        trained_on={"references": f"{args.ratings.name} over {images_csv} (all participants), {len(ids)} photos",
+                    "quality_prior": f"{len(prior_rows)} Pixabay photos x {list(DEGRADATIONS)}",
+                    "held_out": f"{len(held)} Pixabay photos (persaes.protocol.heldout_photos)"},
+        training=settings.as_dict(), seed=args.seed,
+        train_preference=per_kind,
+    )
+    save_checkpoint(args.out, model, meta)
+    print(f"wrote {args.out} in {time.time() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
