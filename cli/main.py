@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.compare import compare_cmd
+from cli.demo import demo_cmd
 from cli.personalize import personalize_cmd
 from cli.retouch import retouch_cmd, train_retoucher_cmd
 from cli.prefs import prefs
@@ -28,3 +30,5 @@ main.add_command(personalize_cmd)
 main.add_command(retouch_cmd)
 main.add_command(train_retoucher_cmd)
 main.add_command(prefs)
+main.add_command(compare_cmd)
+main.add_command(demo_cmd)

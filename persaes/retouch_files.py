@@ -32,6 +32,7 @@ from persaes.aesthetic_loss import AestheticLoss
 from persaes.atomic import atomic_path, atomic_write_text
 from persaes.images import ImageError, iter_images, open_rgb, to_tensor
 from persaes.scorer import Scorer
+from persaes.variants import is_variant
 from retouch import RetouchNet
 from retouch.dehaze import resize_to_fit
 from retouch.optimize import EditSettings, optimize_edit
@@ -56,7 +57,8 @@ class RetouchSummary:
 
 
 def plan(in_dir: Path, out_dir: Path) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs of the photos under ``in_dir``; refuses OUT == IN or OUT inside IN."""
+    """(source, destination) pairs of the photos under ``in_dir`` (``_variants/`` left out);
+    refuses OUT == IN or OUT inside IN."""
     src, dst = in_dir.resolve(), out_dir.resolve()
     if not src.is_dir():
         raise RetouchError(f"{in_dir}: input folder not found")
@@ -67,6 +69,8 @@ def plan(in_dir: Path, out_dir: Path) -> list[tuple[Path, Path]]:
     pairs = []
     for path in iter_images([in_dir]):
         relative = path.relative_to(in_dir)
+        if is_variant(relative.as_posix()):
+            continue  # question material made by persaes, not the user's photos
         target = out_dir / relative
         if target.suffix.lower() == ".gif":
             target = target.with_suffix(".png")

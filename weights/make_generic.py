@@ -36,21 +36,24 @@ from persaes.train import GenericSettings, train_generic
 from retouch import DEGRADATIONS, degrade
 
 
-def degraded_features(model: AestheticModel, files: list[Path], seed: int, cache: FeatureCache) -> tuple[Features, list[int]]:
-    """Features of every file under each degradation; rows ordered file-major. Returns (features, source row)."""
+def degraded_features(model: AestheticModel, files: list[Path], seed: int, draws: int,
+                      cache: FeatureCache) -> tuple[Features, list[int]]:
+    """Features of ``draws`` seeded versions of every file under each degradation, and the
+    index of each row's source file."""
     parts, owners = [], []
     for n, path in enumerate(files):
         base = file_digest(path)
-        for k, kind in enumerate(DEGRADATIONS):
-            key = hashlib.sha256(f"{base}/{kind}/{seed}".encode()).hexdigest()
-            feats = cache.get(key)
-            if feats is None:
-                image = load_image(path, max_side=2 * model.spec.input_size)[None]
-                degraded, _ = degrade(image, kind, torch.Generator().manual_seed(seed * 100003 + n * 7 + k))
-                feats = features_of_tensors(model, degraded)
-                cache.put(key, feats)
-            parts.append(feats)
-            owners.append(n)
+        for draw in range(draws):
+            for k, kind in enumerate(DEGRADATIONS):
+                key = hashlib.sha256(f"{base}/{kind}/{seed}/{draw}".encode()).hexdigest()
+                feats = cache.get(key)
+                if feats is None:
+                    image = load_image(path, max_side=2 * model.spec.input_size)[None]
+                    generator = torch.Generator().manual_seed(seed * 100003 + n * 7 + k + 1009 * draw)
+                    feats = features_of_tensors(model, degrade(image, kind, generator)[0])
+                    cache.put(key, feats)
+                parts.append(feats)
+                owners.append(n)
         if n % 50 == 0:
             print(f"degraded features: {n}/{len(files)}", file=sys.stderr)
     return Features.cat(parts), owners
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--pair-weight", type=float, default=1.0)
+    ap.add_argument("--pair-margin", type=float, default=0.1)
+    ap.add_argument("--draws", type=int, default=1, help="seeded degradations per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -89,23 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     with open(images_csv, newline="", encoding="utf-8-sig") as handle:
         pixabay = {row["image"] for row in csv.DictReader(handle) if row["source"] == "Pixabay"}
     prior_rows = [r for r, name in enumerate(ids) if name in pixabay]
-    deg_feats, owners = degraded_features(model, [refs.paths[ok[r]] for r in prior_rows], args.seed, cache)
+    deg_feats, owners = degraded_features(model, [refs.paths[ok[r]] for r in prior_rows], args.seed, args.draws, cache)
     feats = Features.cat([ref_feats, deg_feats])
     pairs = torch.tensor([[prior_rows[o], len(ref_feats) + j] for j, o in enumerate(owners)])
 
     head = model.head
-    settings = GenericSettings(epochs=args.epochs, lr=args.lr, pair_weight=args.pair_weight)
+    settings = GenericSettings(epochs=args.epochs, lr=args.lr, pair_weight=args.pair_weight,
+                               pair_margin=args.pair_margin)
     history = train_generic(head, feats.take, torch.cat([hists, torch.zeros(len(deg_feats), 10)]), settings,
                             args.seed, pairs=pairs, rated=torch.arange(len(ref_feats)))
     with torch.no_grad():
         scores = distribution_to_score(head(*feats.take(torch.arange(len(feats)))))
     won = (scores[pairs[:, 0]] > scores[pairs[:, 1]]).float()
-    per_kind = {kind: float(won[k::len(DEGRADATIONS)].mean()) for k, kind in enumerate(DEGRADATIONS)}
+    per_kind = {kind: float(won[k::len(DEGRADATIONS)].mean()) for k, kind in enumerate(DEGRADATIONS)}  # kind-minor rows
     print(f"training-set preference for originals: {per_kind}; final loss {history[-1]:.4f}", file=sys.stderr)
     meta = model_metadata(
         model, "pretrained", kind="generic", trained=True,
         trained_on={"references": f"{args.ratings.name} over {images_csv} (all participants), {len(ids)} photos",
-                    "quality_prior": f"{len(prior_rows)} Pixabay photos x {list(DEGRADATIONS)}",
+                    "quality_prior": f"{len(prior_rows)} Pixabay photos x {list(DEGRADATIONS)} x {args.draws} draws",
                     "held_out": f"{len(held)} Pixabay photos (persaes.protocol.heldout_photos)"},
         training=settings.as_dict(), seed=args.seed,
         train_preference=per_kind,

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+COMMANDS = [["score"], ["personalize"], ["retouch"], ["train-retoucher"], ["compare"], ["demo"], ["prefs", "collect"]]
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    result = _run(*command, "--help")
+    assert result.exit_code == 0 and "Example" in result.output and "persaes " in result.output
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr
+
+
+def test_missing_album(tmp_path: Path) -> None:
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
+    _one_line_error(_run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", str(tmp_path / "o.safetensors")),
+                    "nope", "not found")
+
+
+def test_empty_album(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
+    _one_line_error(_run("personalize", str(tmp_path / "empty"), "--prefs", str(prefs), "--out", str(tmp_path / "o.safetensors")),
+                    "at least two photos")
+
+
+def test_unreadable_preference_file(photos: list[Path], tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in photos:
+        shutil.copy(p, album / p.name)
+    _one_line_error(_run("personalize", str(album), "--prefs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.safetensors")),
+                    "missing.jsonl")
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(b"\x00\xff{{{ not json\n")
+    result = _run("personalize", str(album), "--prefs", str(garbage), "--out", str(tmp_path / "o.safetensors"))
+    assert result.exit_code != 0 and "no usable answer" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_retouch_refuses_out_equal_to_in(photos: list[Path], tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(photos[0], album / photos[0].name)
+    before = (album / photos[0].name).read_bytes()
+    _one_line_error(_run("retouch", str(album), str(album), "--device", "cpu"), "OUT is the input folder")
+    assert (album / photos[0].name).read_bytes() == before and sorted(album.iterdir()) == [album / photos[0].name]
+
+
+def test_unknown_ops_are_a_usage_error(photos: list[Path], tmp_path: Path) -> None:
+    result = _run("retouch", str(photos[0].parent), str(tmp_path / "out"), "--ops", "exposure,sharpen")
+    assert result.exit_code == 2 and "sharpen" in result.stderr
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = _run("demo", "--out", str(out), "--photos", "2", "--steps", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert (out / "profile.safetensors").is_file() and (out / "report" / "contact_sheet.png").is_file()
+    page = (out / "report" / "index.html").read_text()
+    parser = _Links()
+    parser.feed(page)
+    assert len(parser.links) == 6
+    assert all(not re.match(r"^[a-z]+://", link) and (out / "report" / link).is_file() for link in parser.links)
+    assert "report of 2 photos" in result.stdout

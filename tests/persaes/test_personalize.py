@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from persaes.images import load_image
+from persaes.personalize import PersonalizeError, personalize
+from persaes.preferences import Answer, append_answer
+from persaes.references import read_score_csv
+from persaes.retouch_files import save_photo
+from persaes.scorer import load_scorer
+from retouch import expose
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "album"
+
+
+def _variants_album(root: Path, names: list[str]) -> None:
+    """Each photo as itself, 0.8 EV brighter and 0.8 EV darker."""
+    for name in names:
+        image = load_image(EXAMPLES / name)[None]
+        save_photo(image[0], root / name)
+        save_photo(expose(image, 0.8)[0], root / f"bright_{name}")
+        save_photo(expose(image, -0.8)[0], root / f"dark_{name}")
+
+
+@pytest.fixture(scope="module")
+def dark_lover(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A profile from answers that always prefer the darker version of a photo."""
+    names = sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    train, held = names[:10], names[10:16]
+    root = tmp_path_factory.mktemp("album")
+    _variants_album(root, train)
+    prefs = root.parent / "dark.jsonl"
+    for n in train:
+        for winner, loser in ((f"dark_{n}", n), (n, f"bright_{n}"), (f"dark_{n}", f"bright_{n}")):
+            append_answer(prefs, Answer(winner=winner, loser=loser))
+    held_root = tmp_path_factory.mktemp("held")
+    _variants_album(held_root, held)
+    profile = root.parent / "dark.safetensors"
+    personalize(root, prefs, profile, device="cpu", seed=0)
+    return {"album": root, "prefs": prefs, "profile": profile, "held": held_root}
+
+
+def _share_preferring_dark(scorer_name: Path | str, held: Path) -> float:
+    scorer = load_scorer(scorer_name, device="cpu")
+    names = sorted(p.name for p in held.glob("*.jpg") if not p.name.startswith(("dark_", "bright_")))
+    dark = scorer.score([held / f"dark_{n}" for n in names])
+    bright = scorer.score([held / f"bright_{n}" for n in names])
+    return float((dark > bright).float().mean())
+
+
+def test_profile_follows_the_answers_on_held_out_photos(dark_lover: dict[str, Path]) -> None:
+    generic = _share_preferring_dark("generic", dark_lover["held"])
+    personal = _share_preferring_dark(dark_lover["profile"], dark_lover["held"])
+    assert personal >= 0.8 and personal >= generic + 0.5
+
+
+def test_profile_metadata(dark_lover: dict[str, Path]) -> None:
+    meta = load_scorer(dark_lover["profile"], device="cpu").metadata
+    trained = meta["trained_on"]
+    assert meta["kind"] == "profile" and meta["seed"] == 0
+    assert trained["answers"] == 30 and trained["inferred_pairs"] == 0 and trained["photos"] == 30
+    assert len(trained["album_sha256"]) == 64 and meta["training"]["personal"]["loss"] == "hinge"
+
+
+def test_same_inputs_and_seed_give_a_bit_identical_profile(dark_lover: dict[str, Path], tmp_path: Path) -> None:
+    again = tmp_path / "again.safetensors"
+    personalize(dark_lover["album"], dark_lover["prefs"], again, device="cpu", seed=0)
+    first, second = load_file(str(dark_lover["profile"])), load_file(str(again))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_answers_naming_missing_photos_are_reported(dark_lover: dict[str, Path], tmp_path: Path) -> None:
+    prefs = tmp_path / "p.jsonl"
+    shutil.copy(dark_lover["prefs"], prefs)
+    append_answer(prefs, Answer(winner="gone.jpg", loser=sorted(p.name for p in dark_lover["album"].glob("*.jpg"))[0]))
+    report = personalize(dark_lover["album"], prefs, tmp_path / "p.safetensors", device="cpu")
+    assert report.answered == 30 and any("gone.jpg" in p for p in report.problems)
+
+
+def test_too_small_album_and_useless_answers(photos: list[Path], tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(photos[0], one / photos[0].name)
+    prefs = tmp_path / "p.jsonl"
+    append_answer(prefs, Answer(winner="a.jpg", loser="b.jpg"))
+    with pytest.raises(PersonalizeError, match="at least two photos"):
+        personalize(one, prefs, tmp_path / "x.safetensors", device="cpu")
+    shutil.copy(photos[1], one / photos[1].name)
+    with pytest.raises(PersonalizeError, match="no usable answer"):
+        personalize(one, prefs, tmp_path / "x.safetensors", device="cpu")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in photos:
+        shutil.copy(p, album / p.name)
+    refs_dir = tmp_path / "refs"
+    refs_dir.mkdir()
+    rows = ["file,score"]
+    for i, p in enumerate(sorted(EXAMPLES.glob("*.jpg"))[:12]):
+        shutil.copy(p, refs_dir / p.name)
+        rows.append(f"{p.name},{2 + (i % 8)}")
+    (refs_dir / "scores.csv").write_text("\n".join(rows) + "\n")
+    prefs = tmp_path / "p.jsonl"
+    names = [p.name for p in photos]
+    for a, b in zip(names, names[1:]):
+        append_answer(prefs, Answer(winner=a, loser=b))
+    out = tmp_path / "p.safetensors"
+    report = personalize(album, prefs, out, references=read_score_csv(refs_dir / "scores.csv"), k=3, device="cpu")
+    assert report.references == 12 and report.inferred == 2
+    meta = load_scorer(out, device="cpu").metadata
+    assert meta["trained_on"]["start"] == "references" and meta["training"]["k"] == 3
+    assert json.loads(json.dumps(meta))  # plain JSON all the way

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import torch
+
+from persaes.features import Features
+from persaes.losses import emd_loss
+from persaes.model import AttentionHead, distribution_to_score
+from persaes.train import GenericSettings, PersonalSettings, train_generic, train_personal
+
+
+def _feats(n: int, seed: int = 0) -> Features:
+    g = torch.Generator().manual_seed(seed)
+    return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g), torch.randn(n, 8, generator=g))
+
+
+def test_generic_stage_fits_histograms() -> None:
+    feats = _feats(64)
+    target = torch.softmax(3 * feats.z3[:, :1] * torch.linspace(-1, 1, 10), dim=1)
+    head = AttentionHead((4, 6, 8), hidden=4, dropout=0.0)
+    with torch.no_grad():
+        before = float(emd_loss(head(*feats.take(range(64))), target))
+    history = train_generic(head, feats.take, target, GenericSettings(epochs=40, lr=1e-2), seed=0)
+    with torch.no_grad():
+        after = float(emd_loss(head(*feats.take(range(64))), target))
+    assert after < 0.5 * before and history[-1] < history[0]
+
+
+def test_personal_stage_learns_an_ordering_and_anchor_holds_it_back() -> None:
+    feats = _feats(40, seed=1)
+    truth = feats.z3[:, 0]
+    pairs = torch.tensor([[i, j] if truth[i] > truth[j] else [j, i] for i in range(20) for j in range(i + 1, 20)])
+    held = [(i, j) for i in range(20, 40) for j in range(i + 1, 40) if truth[i] != truth[j]]
+
+    def accuracy(head: AttentionHead) -> float:
+        with torch.no_grad():
+            s = distribution_to_score(head(*feats.take(range(40))))
+        return sum(float((s[i] > s[j]) == (truth[i] > truth[j])) for i, j in held) / len(held)
+
+    free = AttentionHead((4, 6, 8), hidden=4)
+    start = accuracy(free)
+    initial = [p.detach().clone() for p in free.parameters()]
+    anchored = AttentionHead((4, 6, 8), hidden=4)
+    anchored.load_state_dict(free.state_dict())
+    losses = train_personal(free, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2), seed=0)
+    train_personal(anchored, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2, anchor=100.0), seed=0)
+    assert accuracy(free) > 0.85 and accuracy(free) > start and losses[-1] < losses[0]
+
+    def drift(head: AttentionHead) -> float:
+        return sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(head.parameters(), initial))
+
+    assert 0 < drift(anchored) < 0.5 * drift(free)

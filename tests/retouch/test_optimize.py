@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from retouch.optimize import EditSettings, optimize_edit, train_retouch_net
+
+
+def _brightness_loss(target: float):
+    return lambda images: (images.mean() - target) ** 2 * 100
+
+
+def test_optimize_edit_moves_toward_the_loss_and_applies_at_full_size() -> None:
+    torch.manual_seed(0)
+    photo = F.interpolate(torch.rand(1, 3, 6, 8) * 0.4, size=(300, 400), mode="bilinear", align_corners=False)
+    settings = EditSettings(steps=60, lr=0.1, fidelity=0.0, regularization=0.0, work_size=64)
+    retoucher = optimize_edit(photo, _brightness_loss(0.5), ("exposure",), settings)
+    full = retoucher.retouch_full(photo)
+    assert abs(float(full.mean()) - 0.5) < abs(float(photo.mean()) - 0.5) / 3
+    small = F.interpolate(photo, size=(48, 64), mode="area")
+    assert torch.allclose(F.interpolate(full, size=(48, 64), mode="area"), retoucher(small), atol=3e-3)
+
+
+def test_regularisers_hold_edits_back() -> None:
+    photo = torch.rand(1, 3, 64, 64) * 0.4
+    free = optimize_edit(photo, _brightness_loss(0.8), ("exposure",), EditSettings(steps=30, fidelity=0.0, regularization=0.0))
+    held = optimize_edit(photo, _brightness_loss(0.8), ("exposure",), EditSettings(steps=30, fidelity=5.0, regularization=5.0))
+    assert (held(photo) - photo).abs().mean() < (free(photo) - photo).abs().mean()
+
+
+def test_train_retouch_net_lowers_the_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    data = [torch.rand(4, 3, 32, 32, generator=g) * 0.3 for _ in range(3)]
+    losses: list[float] = []
+    net = train_retouch_net(lambda: iter(data), _brightness_loss(0.5), ("exposure",), epochs=15,
+                            settings=EditSettings(lr=0.01, fidelity=0.0, regularization=0.0),
+                            on_step=lambda step, value: losses.append(value))
+    assert len(losses) == 45 and losses[-1] < 0.5 * losses[0]
+    with torch.no_grad():
+        assert abs(float(net(data[0]).mean()) - 0.5) < abs(float(data[0].mean()) - 0.5)
