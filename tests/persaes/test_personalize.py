@@ -119,3 +119,26 @@ def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> No
     meta = load_scorer(out, device="cpu").metadata
     assert meta["trained_on"]["start"] == "references" and meta["training"]["k"] == 3
     assert json.loads(json.dumps(meta))  # plain JSON all the way
+
+
+def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_path: Path) -> None:
+    from persaes.train import PersonalSettings
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in photos:
+        shutil.copy(p, album / p.name)
+    prefs = tmp_path / "p.jsonl"
+    names = sorted(p.name for p in photos)
+    for a, b in zip(names, names[1:]):
+        append_answer(prefs, Answer(winner=a, loser=b))
+    out = tmp_path / "full.safetensors"
+    personalize(album, prefs, out, device="cpu", finetune_backbone=True,
+                personal=PersonalSettings(iterations=2, batch_size=3, lr=1e-3))
+    tensors = load_file(str(out))
+    assert any(k.startswith("backbone.") for k in tensors)
+    scorer = load_scorer(out, device="cpu")
+    pretrained = load_scorer("generic", device="cpu")
+    stem = "backbone.stem.0.weight"
+    assert torch.equal(scorer.model.backbone.state_dict()[stem[len("backbone."):]], tensors[stem])
+    assert not torch.equal(tensors[stem], pretrained.model.backbone.state_dict()[stem[len("backbone."):]])

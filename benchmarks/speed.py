@@ -1,0 +1,176 @@
+"""Speed and memory (protocol §4), each figure beside a reference measured in the same run.
+
+Example::
+
+    python benchmarks/speed.py --folder ../shared/data/oasis/images --json out/speed.json
+
+Each part runs in its own process so its peak resident memory is its own:
+
+* ``scoring``: images/s over ``--images`` photos of a folder (JPEG decoding included),
+  batch 32: the default backbone's feature pass alone (the reference), the full scorer
+  (backbone + head), and the paper's VGG16 layout (random weights: speed only).
+* ``personalize``: seconds from an album of ``--album`` photos and 100 answers to a saved
+  profile, cold (empty feature cache) and warm; reference: the cold run's backbone pass.
+* ``retouch``: seconds per 12-megapixel photo (4000×3000) per op, applying a fitted edit
+  and optimising it (``--steps`` steps); reference: decoding + encoding the photo alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def part_scoring(args: argparse.Namespace) -> dict:
+    from persaes.backbones import create_backbone, get_spec
+    from persaes.images import iter_images, load_image
+    from persaes.model import AestheticModel, AttentionHead, preprocess, resize_square
+    from persaes.scorer import load_scorer
+
+    files = list(iter_images([args.folder]))[: args.images]
+
+    def rate(step) -> float:
+        start = time.perf_counter()
+        for i in range(0, len(files), 32):
+            with torch.no_grad():
+                step(files[i:i + 32])
+        return len(files) / (time.perf_counter() - start)
+
+    def batch_of(paths, size: int) -> torch.Tensor:
+        return torch.cat([resize_square(load_image(p, max_side=2 * size)[None], size) for p in paths])
+
+    scorer = load_scorer("generic", device="cpu")
+    spec = scorer.model.spec
+    backbone = scorer.model.backbone
+    rate(lambda paths: backbone(preprocess(batch_of(paths[:2], spec.input_size), spec)))  # warm-up
+    backbone_only = rate(lambda paths: backbone(preprocess(batch_of(paths, spec.input_size), spec)))
+    scoring = rate(lambda paths: scorer.score(paths, batch_size=32))
+    vgg_spec = get_spec("vgg16")
+    torch.manual_seed(0)
+    vgg = AestheticModel(vgg_spec, create_backbone("vgg16", "random"), AttentionHead(vgg_spec.channels)).eval()
+    vgg_rate = rate(lambda paths: vgg.score(batch_of(paths, vgg_spec.input_size)))
+    return {"images": len(files), "backbone_only_img_s": backbone_only, "scorer_img_s": scoring,
+            "scorer_vs_backbone": scoring / backbone_only, "vgg16_layout_img_s": vgg_rate,
+            "default_vs_vgg16": scoring / vgg_rate, "threads": torch.get_num_threads(), "peak_rss_mib": _peak_mib()}
+
+
+def part_personalize(args: argparse.Namespace) -> dict:
+    import shutil
+
+    from persaes.features import FeatureCache
+    from persaes.images import iter_images
+    from persaes.personalize import personalize
+    from persaes.preferences import Answer, append_answer, sample_pairs
+
+    files = list(iter_images([args.folder]))[: args.album]
+    with tempfile.TemporaryDirectory() as tmp:
+        album = Path(tmp) / "album"
+        album.mkdir()
+        for f in files:
+            shutil.copy(f, album / f.name)
+        prefs = Path(tmp) / "answers.jsonl"
+        for a, b in sample_pairs(sorted(f.name for f in files), 100, 0):
+            append_answer(prefs, Answer(winner=a, loser=b))
+        cache = FeatureCache(Path(tmp) / "cache", "efficientnet_lite2", "pretrained")
+        stages: dict[str, float] = {}
+        last = [time.perf_counter(), ""]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            if last[1]:
+                stages[last[1]] = stages.get(last[1], 0.0) + now - last[0]
+            last[:] = [now, stage]
+
+        start = time.perf_counter()
+        personalize(album, prefs, Path(tmp) / "cold.safetensors", device="cpu", cache=cache, progress=progress)
+        cold = time.perf_counter() - start
+        backbone_pass = stages.get("album features", 0.0)
+        start = time.perf_counter()
+        personalize(album, prefs, Path(tmp) / "warm.safetensors", device="cpu", cache=cache)
+        warm = time.perf_counter() - start
+    return {"photos": len(files), "answers": 100, "cold_s": cold, "warm_s": warm,
+            "cold_backbone_pass_s": backbone_pass, "cold_photos_per_s": len(files) / max(backbone_pass, 1e-9),
+            "backbone_share_of_cold": backbone_pass / cold, "peak_rss_mib": _peak_mib()}
+
+
+def part_retouch(args: argparse.Namespace) -> dict:
+    from PIL import Image
+
+    from persaes.aesthetic_loss import AestheticLoss
+    from persaes.images import load_image
+    from persaes.scorer import load_scorer
+    from retouch import Retoucher
+    from retouch.optimize import EditSettings, optimize_edit
+
+    source = next(iter(sorted(Path(args.folder).glob("*.jpg"))))
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "big.jpg"
+        Image.open(source).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(big, quality=92)
+        start = time.perf_counter()
+        image = load_image(big)[None]
+        buffer = io.BytesIO()
+        Image.open(big).save(buffer, "JPEG", quality=95)
+        io_s = time.perf_counter() - start
+        loss = AestheticLoss(load_scorer("generic", device="cpu"))
+        out: dict[str, dict[str, float]] = {}
+        for op in ("exposure", "color", "dehaze"):
+            retoucher = Retoucher((op,))
+            start = time.perf_counter()
+            retoucher.retouch_full(image)
+            apply_s = time.perf_counter() - start
+            start = time.perf_counter()
+            fitted = optimize_edit(image, loss, (op,), EditSettings(steps=args.steps))
+            fitted.retouch_full(image)
+            out[op] = {"apply_s": apply_s, "optimize_and_apply_s": time.perf_counter() - start}
+    return {"megapixels": 12.0, "steps": args.steps, "decode_encode_s": io_s, "ops": out, "peak_rss_mib": _peak_mib()}
+
+
+PARTS = {"scoring": part_scoring, "personalize": part_personalize, "retouch": part_retouch}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--folder", type=Path, required=True, help="a folder of photos")
+    ap.add_argument("--images", type=int, default=128, help="photos scored")
+    ap.add_argument("--album", type=int, default=100, help="photos in the personalization album")
+    ap.add_argument("--steps", type=int, default=25, help="optimisation steps per photo")
+    ap.add_argument("--parts", default=",".join(PARTS))
+    ap.add_argument("--part", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.part:
+        print(json.dumps(PARTS[args.part](args)))
+        return 0
+    if args.json is None:
+        ap.error("--json is required")
+    started = time.time()
+    results = {}
+    for name in args.parts.split(","):
+        command = [sys.executable, __file__, "--part", name, "--folder", str(args.folder), "--images", str(args.images),
+                   "--album", str(args.album), "--steps", str(args.steps)]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+    results["seconds"] = round(time.time() - started, 1)
+    results["command"] = " ".join(["python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
