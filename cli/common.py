@@ -27,6 +27,12 @@ def warn(message: str) -> None:
     click.echo(f"persaes: {message}", err=True)
 
 
+def printable(text: str) -> str:
+    """``text`` with what stdout cannot encode (e.g. a file name that is not UTF-8) written as a backslash escape."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
 def progress(items: Iterable[T], length: int | None, label: str) -> Iterator[T]:
     """A progress bar on stderr for long runs (hidden when stderr is not a terminal and short)."""
     show = length is None or length > 8

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli.common import device_option, user_errors, warn
+from cli.common import device_option, printable, user_errors, warn
 from persaes.backbones import BackboneError
 from persaes.personalize import personalize
 from persaes.train import PersonalSettings
@@ -47,6 +47,9 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
                     finetune_backbone: bool, seed: int, device: str) -> None:
     """Learn a personal profile from an album and preference answers.
 
+    Unreadable photos and unusable answers are skipped and listed on stderr; the
+    profile is still written, and the exit status is then 1.
+
     \b
     Example:
       persaes personalize ~/Pictures/album --prefs answers.jsonl --out me.safetensors
@@ -61,8 +64,9 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
         progress.close()
     for problem in report.problems:
         warn(problem)
-    click.echo(f"profile written to {report.profile} ({report.answered} answers, {report.inferred} inferred pairs, "
-               f"{report.photos} photos" + (f", {report.references} references" if report.references else "") + ")")
+    reference_note = f", {report.references} references" if report.references else ""
+    click.echo(printable(f"profile written to {report.profile} ({report.answered} answers, {report.inferred} inferred "
+                         f"pairs, {report.photos} photos{reference_note})"))
     if report.problems:
         warn(f"{len(report.problems)} problems (listed above) were skipped")
-    sys.exit(0)
+    sys.exit(1 if report.problems else 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from cli.common import device_option, progress, user_errors, warn
+from cli.common import device_option, printable, progress, user_errors, warn
 from persaes.aesthetic_loss import AestheticLoss
 from persaes.backbones import BackboneError
 from persaes.images import ImageError, iter_images, load_image
@@ -65,8 +65,8 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, model_path: str | None,
     summary = retouch_folder(in_dir, out_dir, scorer, chosen, EditSettings(steps=steps), net, seed,
                              progress=lambda items, n: progress(items, n, "retouching"), on_error=warn,
                              model_name=Path(model_path).name if model_path else str(profile))
-    click.echo(f"{summary.done} photos retouched into {out_dir}, {summary.skipped} already done, "
-               f"{len(summary.failed)} failed")
+    click.echo(printable(f"{summary.done} photos retouched into {out_dir}, {summary.skipped} already done, "
+                         f"{len(summary.failed)} failed"))
     if summary.failed:
         sys.exit(1)
 

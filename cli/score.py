@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli.common import device_option, progress, user_errors, warn
+from cli.common import device_option, printable, progress, user_errors, warn
 from persaes.backbones import BackboneError
 from persaes.checkpoint import CheckpointError
 from persaes.images import iter_images
@@ -38,9 +38,10 @@ def score(paths: tuple[str, ...], profile: str, as_json: bool, batch_size: int, 
             continue
         results.append({"path": str(path), "score": round(value, 4)})
         if not as_json:
-            click.echo(f"{value:.3f}\t{path}")
+            click.echo(printable(f"{value:.3f}\t{path}"))
     if as_json:
-        click.echo(json.dumps(results, indent=1, ensure_ascii=False))
+        text = json.dumps(results, indent=1, ensure_ascii=False)
+        click.echo(text if printable(text) == text else json.dumps(results, indent=1))  # JSON's own escapes
     if failed:
         warn(f"{failed} of {len(files)} files could not be scored")
         sys.exit(1)

@@ -18,13 +18,17 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temp_files"]
+
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+"""Names of the temporary files :func:`_new_temp_file` makes: ``.<target name>.<12 hex digits>.tmp``."""
 
 
 def _read_umask() -> int:
@@ -148,3 +152,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
         atomic_write_text("model/config.json", json.dumps(cfg, indent=2) + "\\n")
     """
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that writes into ``folder`` (and its subfolders) left when killed.
+
+    Call it only while nothing else writes there: a running write's temporary file looks the same.
+
+    Returns:
+        The removed files.
+
+    Example::
+
+        remove_stale_temp_files("out")   # after a killed run, before resuming it
+    """
+    removed = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if _TEMP_NAME.fullmatch(name):
+                path = Path(root) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -169,6 +170,8 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise BackboneError(f"{path}: holds more than tensors (objects or code), refused") from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
         raise BackboneError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict):

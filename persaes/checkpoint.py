@@ -3,8 +3,12 @@
 A checkpoint holds the head's tensors (``head.*``) and, after a full fine-tune, the
 backbone's (``backbone.*``). Its metadata (the safetensors header's ``"persaes"`` entry)
 says which backbone and preprocessing it belongs to, the head's settings, the bins and
-score range, what it was trained on, with which command and version. Loading checks all
-of it and refuses a mismatch with a one-line message.
+score range, what it was trained on, with which command and version, and the SHA-256 of
+the tensors. Loading checks all of it (and that every value is finite) and refuses a
+mismatch, a damaged or edited file, with a one-line message.
+
+``created`` is the time of writing, or ``$SOURCE_DATE_EPOCH`` when set, so that the same
+inputs and seed give a byte-identical file.
 
 Example::
 
@@ -14,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -48,6 +53,22 @@ def package_version() -> str:
         return "unknown"
 
 
+def _creation_time() -> float:
+    """Now, or ``$SOURCE_DATE_EPOCH`` (reproducible builds' convention) when set."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return float(epoch) if epoch.isdigit() else time.time()
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def model_metadata(model: AestheticModel, backbone_weights: str, **extra: Any) -> dict[str, Any]:
     """The metadata describing ``model``, plus ``extra`` fields (training data, command, ...)."""
     head = model.head
@@ -60,7 +81,7 @@ def model_metadata(model: AestheticModel, backbone_weights: str, **extra: Any) -
         "score_range": list(SCORE_RANGE),
         "preprocessing": model.spec.preprocessing(),
         "version": package_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_creation_time())),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     meta.update(extra)
@@ -77,12 +98,25 @@ def save_checkpoint(path: str | os.PathLike[str], model: AestheticModel, metadat
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if include_backbone:
         tensors.update({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()})
-    metadata = {**metadata, "includes_backbone": include_backbone}
+    metadata = {**metadata, "includes_backbone": include_backbone, "tensors_sha256": tensors_digest(tensors)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"persaes": json.dumps(metadata, sort_keys=True)})
     return path
+
+
+def is_pickle(path: Path) -> bool:
+    """Whether a file starts like a pickle (protocol 2+) or a ``torch.save`` zip; only read to word an error."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    return start[:1] == b"\x80" or start == b"PK\x03\x04"
+
+
+def load_error(exc: RuntimeError) -> str:
+    """The first specific line of a ``load_state_dict`` error (its first line only names the module)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -97,6 +131,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
             header = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        if is_pickle(path):
+            raise CheckpointError(f"{path}: a pickle or torch.save file; persaes loads only safetensors (pickles can "
+                                  "run code)") from None
         raise CheckpointError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
     try:
         meta = json.loads(header["persaes"])
@@ -104,6 +141,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
         raise CheckpointError(f"{path}: no persaes metadata in the safetensors header") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    if "tensors_sha256" in meta and meta["tensors_sha256"] != tensors_digest(tensors):
+        raise CheckpointError(f"{path}: tensors do not match the checksum in the metadata (damaged or edited file)")
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):
+        raise CheckpointError(f"{path}: holds NaN or infinite values (damaged file)")
     head = meta.get("head")
     if not isinstance(head, dict) or any(k not in head for k in _HEAD_KEYS):
         raise CheckpointError(f"{path}: metadata lacks the head settings {_HEAD_KEYS}")
@@ -138,7 +179,7 @@ def load_model(path: str | os.PathLike[str], backbone: str | None = None, backbo
     try:
         head.load_state_dict(head_state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: tensors do not fit a {spec.name} head ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: tensors do not fit a {spec.name} head ({load_error(exc)})") from None
     weights = backbone_weights or meta.get("backbone_weights", "pretrained")
     if weights not in ("pretrained", "random") and not Path(weights).is_file():
         weights = "pretrained"
@@ -148,6 +189,6 @@ def load_model(path: str | os.PathLike[str], backbone: str | None = None, backbo
         try:
             net.load_state_dict(net_state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: backbone tensors do not fit {spec.name} ({str(exc).splitlines()[0]})") from None
+            raise CheckpointError(f"{path}: backbone tensors do not fit {spec.name} ({load_error(exc)})") from None
     model = AestheticModel(spec, net, head).to(device).eval()
     return model, meta

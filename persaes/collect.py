@@ -62,7 +62,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import torch
 
 from persaes.images import ImageError, iter_images, open_rgb, to_tensor
-from persaes.preferences import Answer, _album_key, append_answer, append_undo, read_answers, sample_pairs
+from persaes.preferences import Answer, _album_key, append_answer, append_undo, json_line, read_answers, sample_pairs
 from persaes.variants import VARIANT_MAX_SIDE, is_variant, jpeg_bytes, write_variant
 
 __all__ = ["CollectServer", "CollectSession", "RequestError", "serve"]
@@ -325,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path in routes:
                 routes[url.path]()
             elif prefix is not None and url.path.startswith(prefix[0]):
-                prefix[1](unquote(url.path[len(prefix[0]):]))
+                prefix[1](unquote(url.path[len(prefix[0]):], errors="surrogateescape"))
             else:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"{url.path}: no such page")
         except RequestError as err:
@@ -348,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _send_json(self, record: dict[str, Any], status: int = HTTPStatus.OK) -> None:
-        self._send(json.dumps(record, ensure_ascii=False).encode(), "application/json; charset=utf-8", status)
+        self._send(json_line(record).encode(), "application/json; charset=utf-8", status)
 
     def _read_json(self) -> dict[str, Any]:
         try:
@@ -370,7 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.session.state()
         for side in ("left", "right"):
             if f"{side}_path" in state:
-                state[side] = f"/image/{quote(state[f'{side}_path'])}?token={quote(self.server.token)}"
+                path = quote(state[f"{side}_path"], errors="surrogateescape")  # names that are not UTF-8 too
+                state[side] = f"/image/{path}?token={quote(self.server.token)}"
         return state
 
     def _page(self) -> None:

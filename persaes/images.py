@@ -39,7 +39,9 @@ def is_image_name(path: Path) -> bool:
 def iter_images(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Image files under ``paths`` (files as given; folders recursively, sorted).
 
-    Symbolic links to folders are not followed (no loops); links to files are kept.
+    Symbolic links to folders are not followed (no loops); links to files are kept, broken ones
+    too (reading them names the problem). Special files (FIFOs, devices, sockets) are left out:
+    reading one could block forever.
     """
     for raw in paths:
         path = Path(raw)
@@ -47,7 +49,8 @@ def iter_images(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             found: list[Path] = []
             for root, dirs, files in os.walk(path, followlinks=False):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(Path(root) / f for f in files if not f.startswith(".") and is_image_name(Path(f)))
+                names = [Path(root) / f for f in files if not f.startswith(".") and is_image_name(Path(f))]
+                found.extend(p for p in names if p.is_file() or not p.exists())
             yield from sorted(found)
         else:
             yield path
@@ -65,13 +68,15 @@ def open_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image
         ImageError: missing, empty, not an image, truncated, or too many pixels.
     """
     path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: {'broken or looping link' if path.is_symlink() else 'no such file'}")
     if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
@@ -83,7 +88,7 @@ def open_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image
                 rgb = _to_rgb(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -67,7 +67,7 @@ class Album:
         """SHA-256 over the photos' keys and contents."""
         h = hashlib.sha256()
         for key, path in zip(self.keys, self.files):
-            h.update(key.encode())
+            h.update(key.encode("utf-8", "surrogateescape"))
             try:
                 h.update(file_digest(path).encode())
             except OSError:

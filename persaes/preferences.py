@@ -50,11 +50,21 @@ __all__ = [
     "append_answer",
     "append_undo",
     "expand_transitive",
+    "json_line",
     "pairs_to_indices",
     "read_answers",
     "resolve_answers",
     "sample_pairs",
 ]
+
+
+def json_line(record: dict[str, object]) -> str:
+    """``record`` as one line of JSON, other scripts kept readable.
+
+    A file name that is not UTF-8 (lone surrogates where the file system had other bytes) becomes JSON ``\\udcXX``
+    escapes, which read back as the same name.
+    """
+    return json.dumps(record, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,7 @@ class Answer:
             record["tie"] = True
         if self.t is not None:
             record["t"] = self.t
-        return json.dumps(record, ensure_ascii=False)
+        return json_line(record)
 
 
 def _append_line(path: str | os.PathLike[str], line: str) -> None:
@@ -136,7 +146,7 @@ def append_undo(path: str | os.PathLike[str]) -> None:
 
         append_undo("album/preferences.jsonl")
     """
-    _append_line(path, json.dumps({"undo": True}))
+    _append_line(path, json_line({"undo": True}))
 
 
 def _parse_line(record: object) -> Answer | str:

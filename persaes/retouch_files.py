@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from persaes.aesthetic_loss import AestheticLoss
-from persaes.atomic import atomic_path, atomic_write_text
+from persaes.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
+from persaes.checkpoint import is_pickle, load_error
 from persaes.images import ImageError, iter_images, open_rgb, to_tensor
 from persaes.scorer import Scorer
 from persaes.variants import is_variant
@@ -78,19 +79,33 @@ def plan(in_dir: Path, out_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def save_photo(image: Tensor, path: Path, source: Image.Image | None = None) -> None:
-    """Write a 3×H×W ``[0, 1]`` tensor to ``path`` atomically, format by suffix (JPEG quality 95)."""
+def source_metadata(path: Path) -> tuple[Image.Exif | None, bytes | None]:
+    """The EXIF and the RGB colour profile of a photo :func:`open_rgb` has read, to carry over to its output.
+
+    A palette image's, and a colour profile for another colour space (CMYK, grey), are left out: the output is RGB.
+    """
+    with Image.open(path) as original:
+        if original.mode == "P":
+            return None, None
+        icc = original.info.get("icc_profile")
+        return original.getexif(), icc if icc and icc[16:20] == b"RGB " else None
+
+
+def save_photo(image: Tensor, path: Path, exif: Image.Exif | None = None, icc_profile: bytes | None = None) -> None:
+    """Write a 3×H×W ``[0, 1]`` tensor to ``path`` atomically, format by suffix (JPEG quality 95).
+
+    ``exif`` (its orientation reset to upright) and the RGB ``icc_profile`` are kept where the format allows.
+    """
     array = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     img = Image.fromarray(array, "RGB")
     fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    if source is not None and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
-        exif = source.getexif()
+    if fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
         if exif:
             exif[0x0112] = 1  # pixels are upright now
             options["exif"] = exif.tobytes()
-        if source.info.get("icc_profile"):
-            options["icc_profile"] = source.info["icc_profile"]
+        if icc_profile:
+            options["icc_profile"] = icc_profile
     buffer = io.BytesIO()
     img.save(buffer, fmt, **options)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +116,7 @@ def save_photo(image: Tensor, path: Path, source: Image.Image | None = None) -> 
 def _read_scores(path: Path) -> dict[str, dict[str, str]]:
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         return {row["path"]: row for row in csv.DictReader(handle) if row.get("path")}
 
 
@@ -111,7 +126,7 @@ def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
     writer.writeheader()
     for key in sorted(rows):
         writer.writerow({k: rows[key].get(k, "") for k in writer.fieldnames})
-    atomic_write_text(path, out.getvalue())
+    atomic_write_bytes(path, out.getvalue().encode("utf-8", "surrogateescape"))  # names as the file system has them
 
 
 def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settings: EditSettings,
@@ -139,6 +154,7 @@ def retouch_folder(
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     pairs = plan(in_dir, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)  # left by a killed run; its finished photos are whole
     settings = settings or EditSettings()
     loss = AestheticLoss(scorer)
     device = scorer.device
@@ -150,22 +166,22 @@ def retouch_folder(
     items = progress(iter(todo), len(todo)) if progress else iter(todo)
     for src, dst in items:
         try:
-            with Image.open(src) as original:
-                source_info = original.copy() if original.mode != "P" else None
-            full = to_tensor(open_rgb(src))[None].to(device)
-        except (ImageError, OSError) as exc:
-            message = str(exc) if isinstance(exc, ImageError) else f"{src}: cannot read ({exc})"
+            full = to_tensor(open_rgb(src))[None].to(device)  # refuses bad files and bombs before anything else
+            exif, icc_profile = source_metadata(src)
+            result = retouch_image(full, loss, ops, settings, net, seed)
+            with torch.no_grad():
+                before, after = scorer.score([resize_to_fit(full, 512), resize_to_fit(result, 512)]).tolist()
+        except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo
+            message = str(exc) if isinstance(exc, ImageError) else f"{src}: cannot retouch ({str(exc).splitlines()[0]})"
             summary.failed.append(message)
             if on_error:
                 on_error(message)
             continue
-        result = retouch_image(full, loss, ops, settings, net, seed)
-        with torch.no_grad():
-            before, after = scorer.score([resize_to_fit(full, 512), resize_to_fit(result, 512)]).tolist()
-        save_photo(result[0], dst, source_info)
+        # the row first: a run killed in between leaves a row whose photo a rerun makes (and re-scores)
         scores[dst.relative_to(out_dir).as_posix()] = {
             "score_before": f"{before:.4f}", "score_after": f"{after:.4f}", "model": model_name}
         _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
+        save_photo(result[0], dst, exif, icc_profile)
         summary.done += 1
     return summary
 
@@ -194,12 +210,18 @@ def load_retouch_net(path: str | os.PathLike[str]) -> tuple[RetouchNet, dict[str
             meta = json.loads((handle.metadata() or {}).get("persaes", "{}"))
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure here is the file's
+        if is_pickle(path):
+            raise RetouchError(f"{path}: a pickle or torch.save file; persaes loads only safetensors (pickles can "
+                               "run code)") from None
         raise RetouchError(f"{path}: not a valid retouching model ({str(exc).splitlines()[0]})") from None
     if meta.get("format") != NET_FORMAT:
         raise RetouchError(f"{path}: not a persaes retouching model (format {meta.get('format')!r})")
-    net = RetouchNet(meta["ops"], input_size=int(meta["input_size"]), width=int(meta["width"]))
+    try:
+        net = RetouchNet(meta["ops"], input_size=int(meta["input_size"]), width=int(meta["width"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RetouchError(f"{path}: metadata does not describe a retouching model ({type(exc).__name__}: {exc})") from None
     try:
         net.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise RetouchError(f"{path}: tensors do not fit the model it describes ({str(exc).splitlines()[0]})") from None
+        raise RetouchError(f"{path}: tensors do not fit the model it describes ({load_error(exc)})") from None
     return net.eval(), meta

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import io
-import json
 import os
 import zlib
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 
 from persaes.atomic import atomic_write_bytes
+from persaes.preferences import json_line
 from retouch.degrade import random_edit
 
 VARIANTS_DIR = "_variants"
@@ -57,7 +57,7 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 def _append_json_line(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line durably (flushed and fsync'ed)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(json_line(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -88,7 +88,7 @@ def write_variant(root: Path, source: str, image: torch.Tensor, seed: int,
     k = 1
     while taken(key := f"{VARIANTS_DIR}/{stem}__v{k}.jpg") or (root / key).exists():
         k += 1
-    generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode()))
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode("utf-8", "surrogateescape")))
     edited, description = random_edit(image, generator)
     path = root / key
     path.parent.mkdir(exist_ok=True)
