@@ -189,7 +189,8 @@ def personalize(
     problems += [f"{prefs_file}: contradictory answers {a} > {b} and {b} > {a}, both dropped"
                  for a, b in expansion.contradictions]
     if not expansion.answered:
-        raise PersonalizeError(f"{prefs_file}: no usable answer about photos of {album.root}")
+        first = f"; {len(problems)} problem(s), the first: {problems[0]}" if problems else ""
+        raise PersonalizeError(f"{prefs_file}: no usable answer about photos of {album.root}{first}")
 
     if references is not None:
         spec = get_spec(DEFAULT_BACKBONE)

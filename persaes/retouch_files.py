@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from kornia.color import rgb_to_grayscale
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -131,11 +132,19 @@ def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
 
 def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settings: EditSettings,
                   net: RetouchNet | None = None, seed: int = 0) -> Tensor:
-    """Retouched full-size 1×3×H×W: a fitted edit (``net`` None) or the network's one pass."""
+    """Retouched full-size 1×3×H×W: a fitted edit (``net`` None) or the network's one pass.
+
+    A greyscale photo (all channels equal) stays greyscale: its result is turned back into
+    grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
+    """
     if net is not None:
         with torch.no_grad():
-            return net(image)
-    return optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
+            result = net(image)
+    else:
+        result = optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
+    if torch.equal(image[:, 0], image[:, 1]) and torch.equal(image[:, 1], image[:, 2]):
+        result = rgb_to_grayscale(result).expand_as(result).contiguous()
+    return result
 
 
 def retouch_folder(

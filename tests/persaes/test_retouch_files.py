@@ -4,6 +4,7 @@ import csv
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -91,3 +92,12 @@ def test_retouch_net_round_trip_and_one_pass(scorer, photos: list[Path], tmp_pat
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(RetouchError, match="not a valid retouching model"):
         load_retouch_net(tmp_path / "junk.safetensors")
+
+
+def test_greyscale_photos_stay_greyscale(scorer, photos: list[Path], tmp_path: Path) -> None:
+    album = tmp_path / "in"
+    album.mkdir()
+    Image.open(photos[0]).convert("L").save(album / "grey.jpg")
+    retouch_folder(album, tmp_path / "out", scorer, ("exposure", "color"), EditSettings(steps=3, work_size=96))
+    out = torch.from_numpy(np.asarray(Image.open(tmp_path / "out" / "grey.jpg").convert("RGB"))).int()
+    assert (out[..., 0] - out[..., 2]).abs().max() <= 3 and (out[..., 0] - out[..., 1]).abs().max() <= 3
