@@ -21,6 +21,7 @@ import copy
 import csv
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import time
@@ -100,6 +101,75 @@ def head_scores(head: AttentionHead, feats: Features, rows: list[int]) -> Tensor
     return distribution_to_score(head(*feats.take(rows))).cpu()
 
 
+def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float, float]]]], int]:
+    """All methods on all splits of one participant: {method: {x: [(ρ, accuracy), ...]}}, skipped splits."""
+    args, methods, xs, scale, device, generic_settings, personal_settings, people, images_csv, ids, feats, channels = _CTX
+    results: dict[str, dict[int, list[tuple[float, float]]]] = {m: defaultdict(list) for m in methods}
+    skipped = 0
+    ratings = {k: v for k, v in people[pid].items() if k in feats["pretrained"][1]}
+    refs = read_ratings_csv(args.ratings, images_csv, scale=scale, exclude_participants=[pid])
+    consensus = dict(zip(refs.ids, refs.mean_scores().tolist()))
+    for x in xs:
+        for rep in range(args.repeats):
+            seed = zlib.crc32(f"{args.seed}/{pid}/{x}/{rep}".encode())
+            train, test = split_ratings(ratings, x, seed)
+            truth = torch.tensor([ratings[i] for i in test])
+            if float(truth.std()) == 0:
+                skipped += 1
+                continue
+            pairs = draw_pairs(ratings, train, PAIRS_PER_USER, seed)
+            expansion = expand_transitive(pairs)
+            train_pairs = expansion.answered + expansion.inferred
+            test_set = set(test)
+            ref_ids = [i for i in refs.ids if i not in test_set]
+            ref_pos = {i: j for j, i in enumerate(refs.ids)}
+            hists = refs.hists[[ref_pos[i] for i in ref_ids]]
+            scores: dict[str, Tensor] = {}
+
+            def run(kind: str, attention: bool, losses: list[str], generic_name: str | None) -> None:
+                table, row = feats[kind]
+                ref_feats = Features(*(t[[row[i] for i in ref_ids]] for t in (table.z1, table.z2, table.z3)))
+                torch.manual_seed(seed)
+                head = AttentionHead(channels, attention=attention).to(device)
+                generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,
+                              generic_settings, seed, device)
+                test_rows = [row[i] for i in test]
+                if generic_name:
+                    scores[generic_name] = head_scores(head, table, test_rows)
+                if train_pairs:
+                    index = torch.tensor([[row[a], row[b]] for a, b in train_pairs])
+                    for name, loss in losses:
+                        tuned = copy.deepcopy(head)
+                        personal_stage(tuned, table, index, replace(personal_settings, loss=loss), seed, device)
+                        scores[name] = head_scores(tuned, table, test_rows)
+
+            pretrained_losses = [(m, {"full": "hinge"}.get(m, m)) for m in ("full", "exp", "logistic") if m in methods]
+            if pretrained_losses or "generic" in methods:
+                run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
+            if "no-attention" in methods:
+                run("pretrained", False, [("no-attention", "hinge")], None)
+            if "no-pretraining" in methods:
+                run("random", True, [("no-pretraining", "hinge")], None)
+            if "consensus" in methods:
+                scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
+            if "ranksvm" in methods and train_pairs:
+                table, row = feats["pretrained"]
+                w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
+                scores["ranksvm"] = torch.nn.functional.normalize(table.z3[[row[i] for i in test]].float(), dim=1) @ w
+            for name, pred in scores.items():
+                results[name][x].append((spearman(pred, truth), pairwise_accuracy(pred, truth)))
+    return results, skipped
+
+
+_CTX: tuple = ()
+
+
+def _init_worker(context: tuple, threads: int) -> None:
+    global _CTX
+    _CTX = context
+    torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="folder with images.csv and images/")
@@ -119,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--personal-iterations", type=int, default=PersonalSettings.iterations)
     ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
     ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
+    ap.add_argument("--workers", type=int, default=1, help="participants evaluated in parallel processes")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -147,62 +218,25 @@ def main(argv: list[str] | None = None) -> int:
         feats["random"] = all_features(args.data, ids, files, args.backbone, "random", device, args.cache, args.seed)
     channels = get_spec(args.backbone).channels
 
+    context = (args, methods, xs, scale, device, generic_settings, personal_settings, people, images_csv, ids, feats,
+               channels)
     results: dict[str, dict[int, list[tuple[float, float]]]] = {m: defaultdict(list) for m in methods}
     skipped = 0
-    for n, pid in enumerate(chosen, 1):
-        ratings = {k: v for k, v in people[pid].items() if k in feats["pretrained"][1]}
-        refs = read_ratings_csv(args.ratings, images_csv, scale=scale, exclude_participants=[pid])
-        consensus = dict(zip(refs.ids, refs.mean_scores().tolist()))
-        for x in xs:
-            for rep in range(args.repeats):
-                seed = zlib.crc32(f"{args.seed}/{pid}/{x}/{rep}".encode())
-                train, test = split_ratings(ratings, x, seed)
-                truth = torch.tensor([ratings[i] for i in test])
-                if float(truth.std()) == 0:
-                    skipped += 1
-                    continue
-                pairs = draw_pairs(ratings, train, PAIRS_PER_USER, seed)
-                expansion = expand_transitive(pairs)
-                train_pairs = expansion.answered + expansion.inferred
-                test_set = set(test)
-                ref_ids = [i for i in refs.ids if i not in test_set]
-                ref_pos = {i: j for j, i in enumerate(refs.ids)}
-                hists = refs.hists[[ref_pos[i] for i in ref_ids]]
-                scores: dict[str, Tensor] = {}
-
-                def run(kind: str, attention: bool, losses: list[str], generic_name: str | None) -> None:
-                    table, row = feats[kind]
-                    ref_feats = Features(*(t[[row[i] for i in ref_ids]] for t in (table.z1, table.z2, table.z3)))
-                    torch.manual_seed(seed)
-                    head = AttentionHead(channels, attention=attention).to(device)
-                    generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,
-                                  generic_settings, seed, device)
-                    test_rows = [row[i] for i in test]
-                    if generic_name:
-                        scores[generic_name] = head_scores(head, table, test_rows)
-                    if train_pairs:
-                        index = torch.tensor([[row[a], row[b]] for a, b in train_pairs])
-                        for name, loss in losses:
-                            tuned = copy.deepcopy(head)
-                            personal_stage(tuned, table, index, replace(personal_settings, loss=loss), seed, device)
-                            scores[name] = head_scores(tuned, table, test_rows)
-
-                pretrained_losses = [(m, {"full": "hinge"}.get(m, m)) for m in ("full", "exp", "logistic") if m in methods]
-                if pretrained_losses or "generic" in methods:
-                    run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
-                if "no-attention" in methods:
-                    run("pretrained", False, [("no-attention", "hinge")], None)
-                if "no-pretraining" in methods:
-                    run("random", True, [("no-pretraining", "hinge")], None)
-                if "consensus" in methods:
-                    scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
-                if "ranksvm" in methods and train_pairs:
-                    table, row = feats["pretrained"]
-                    w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
-                    scores["ranksvm"] = torch.nn.functional.normalize(table.z3[[row[i] for i in test]].float(), dim=1) @ w
-                for name, pred in scores.items():
-                    results[name][x].append((spearman(pred, truth), pairwise_accuracy(pred, truth)))
+    workers = max(1, args.workers)
+    if workers == 1:
+        _init_worker(context, torch.get_num_threads())
+        outcomes = map(evaluate_participant, chosen)
+    else:  # forked workers share the cached features copy-on-write; one thread each
+        pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (context, 1))
+        outcomes = pool.imap(evaluate_participant, chosen)
+    for n, (pid, (partial, skips)) in enumerate(zip(chosen, outcomes), 1):
+        skipped += skips
+        for name, per_x in partial.items():
+            for x, values in per_x.items():
+                results[name][x].extend(values)
         print(f"[{n}/{len(chosen)}] participant {pid} done ({time.time() - started:.0f} s)", file=sys.stderr)
+    if workers > 1:
+        pool.close()
 
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for name in methods:

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,11 +91,12 @@ def test_benchmark_runs_the_protocol_and_counts_constant_participants(tmp_path: 
     root = _synthetic_set(tmp_path)
     spec = importlib.util.spec_from_file_location("personal_taste", ROOT / "benchmarks" / "personal_taste.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["personal_taste"] = module  # worker processes find its functions by module name
     spec.loader.exec_module(module)
     out = tmp_path / "out.json"
     code = module.main(["--data", str(root), "--ratings", str(root / "ratings.csv"), "--x", "5", "--participants", "3",
                         "--methods", "full,generic,consensus,ranksvm", "--personal-iterations", "20",
-                        "--generic-epochs", "2", "--device", "cpu", "--json", str(out)])
+                        "--generic-epochs", "2", "--device", "cpu", "--workers", "2", "--json", str(out)])
     result = json.loads(out.read_text())
     assert code == 0 and result["participants_used"] == 3 and result["participants_skipped"] == 1
     assert set(result["methods"]) == {"full", "generic", "consensus", "ranksvm"}

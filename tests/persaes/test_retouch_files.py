@@ -99,5 +99,5 @@ def test_greyscale_photos_stay_greyscale(scorer, photos: list[Path], tmp_path: P
     album.mkdir()
     Image.open(photos[0]).convert("L").save(album / "grey.jpg")
     retouch_folder(album, tmp_path / "out", scorer, ("exposure", "color"), EditSettings(steps=3, work_size=96))
-    out = torch.from_numpy(np.asarray(Image.open(tmp_path / "out" / "grey.jpg").convert("RGB"))).int()
+    out = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "grey.jpg").convert("RGB"))).int()
     assert (out[..., 0] - out[..., 2]).abs().max() <= 3 and (out[..., 0] - out[..., 1]).abs().max() <= 3
