@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--personal-iterations", type=int, default=PersonalSettings.iterations)
     ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
     ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
+    ap.add_argument("--layers", default=PersonalSettings.layers, choices=("all", "fc"))
     ap.add_argument("--workers", type=int, default=1, help="participants evaluated in parallel processes")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = tuple(float(v) for v in args.scale.split(","))
     device = resolve_device(args.device)
     generic_settings = GenericSettings(epochs=args.generic_epochs, lr=args.generic_lr)
-    personal_settings = PersonalSettings(iterations=args.personal_iterations, lr=args.personal_lr, anchor=args.anchor)
+    personal_settings = PersonalSettings(iterations=args.personal_iterations, lr=args.personal_lr, anchor=args.anchor,
+                                         layers=args.layers)
 
     images_csv = args.data / "images.csv"
     with open(images_csv, newline="", encoding="utf-8-sig") as handle:

@@ -51,9 +51,10 @@ class PersonalSettings:
 
     ``anchor`` weighs an L2 pull of the trained parameters toward their starting values
     (the generic model), which keeps a few answers from undoing what the references taught.
+    ``layers`` is ``"all"`` (the whole head) or ``"fc"`` (only the final linear layer).
     """
 
-    iterations: int = 300
+    iterations: int = 100
     batch_size: int = 32
     lr: float = 3e-4
     halve_every: int = 500
@@ -61,6 +62,7 @@ class PersonalSettings:
     margin: float = 0.1
     anchor: float = 0.0
     weight_decay: float = 0.0
+    layers: str = "all"
 
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
@@ -149,7 +151,10 @@ def train_personal(
         raise ValueError(f"unknown pairwise loss {settings.loss!r}; known: {', '.join(PAIR_LOSSES)}")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    params = [*head.parameters(), *extra_params]
+    if settings.layers not in ("all", "fc"):
+        raise ValueError(f"layers must be 'all' or 'fc', got {settings.layers!r}")
+    trained = head.fc.parameters() if settings.layers == "fc" else head.parameters()
+    params = [*trained, *extra_params]
     start = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.halve_every, gamma=0.5)
