@@ -26,9 +26,11 @@ __all__ = [
 
 # Smallest chroma treated as non-zero when bounding the saturation scale; only keeps the division finite.
 _CHROMA_EPS = 1e-6
-# ColorAdjust keeps log gains within +-2 (gains in [0.14, 7.4]) and the log saturation within +-4 ([0.018, 55]).
-_LOG_GAIN_BOUND = 2.0
-_LOG_SATURATION_BOUND = 4.0
+# ColorAdjust keeps edits natural: log gains within +-0.2 (gains in [0.82, 1.22]), the log saturation within
+# +-0.6 (factor in [0.55, 1.8]) and each LUT residual entry within +-0.05.
+_LOG_GAIN_BOUND = 0.2
+_LOG_SATURATION_BOUND = 0.6
+_LUT_RESIDUAL_BOUND = 0.05
 
 
 def check_image(image: Tensor, name: str = "image") -> None:
@@ -194,10 +196,10 @@ class ColorAdjust(nn.Module):
 
     Parameters (neutral values give the identity):
 
-    * ``log_gains`` :math:`(1, 3)`: white-balance gains are ``exp(soft_bound(log_gains, 2))``; neutral 0.
-    * ``raw_saturation`` :math:`(1,)`: the saturation factor is ``exp(soft_bound(raw_saturation, 4))``;
+    * ``log_gains`` :math:`(1, 3)`: white-balance gains are ``exp(soft_bound(log_gains, 0.2))``; neutral 0.
+    * ``raw_saturation`` :math:`(1,)`: the saturation factor is ``exp(soft_bound(raw_saturation, 0.6))``;
       neutral 0.
-    * ``lut_residual`` :math:`(1, 3, S, S, S)`: added to :func:`identity_lut`, the sum clipped to :math:`[0, 1]`;
+    * ``lut_residual`` :math:`(1, 3, S, S, S)`: ``soft_bound(lut_residual, 0.05)`` is added to :func:`identity_lut`, the sum clipped to :math:`[0, 1]`;
       neutral 0.
 
     :meth:`render` takes the same tensors with a leading batch of 1 or ``B`` (per-image parameters).
@@ -222,7 +224,8 @@ class ColorAdjust(nn.Module):
 
     def render(self, image: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """Apply the op with raw ``params`` (this module's parameter names, batch 1 or B) to ``image``."""
-        lut = identity_lut(self.lut_size, device=image.device, dtype=image.dtype) + params["lut_residual"]
+        residual = soft_bound(params["lut_residual"], _LUT_RESIDUAL_BOUND)
+        lut = identity_lut(self.lut_size, device=image.device, dtype=image.dtype) + residual
         balanced = white_balance(image, soft_bound(params["log_gains"], _LOG_GAIN_BOUND).exp())
         factor = soft_bound(params["raw_saturation"], _LOG_SATURATION_BOUND).exp()
         return apply_lut(saturation(balanced, factor), lut.clamp(0.0, 1.0))

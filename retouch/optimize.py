@@ -43,9 +43,9 @@ class EditSettings:
     """
 
     steps: int = 25
-    lr: float = 0.05
-    fidelity: float = 1.0
-    regularization: float = 0.05
+    lr: float = 0.03
+    fidelity: float = 10.0
+    regularization: float = 1.0
     work_size: int = 256
 
     def as_dict(self) -> dict[str, float]:

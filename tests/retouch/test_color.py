@@ -176,12 +176,12 @@ def test_color_adjust_parameters_act() -> None:
     assert (out[:, 0] > image[:, 0]).all() and (out[:, 2] < image[:, 2]).all()
     with torch.no_grad():
         adjust.log_gains.zero_()
-        adjust.raw_saturation.fill_(-10.0)  # soft-bounded: factor exp(-4)
-    assert colourfulness(adjust(image)) < 0.02 * colourfulness(image)
+        adjust.raw_saturation.fill_(-10.0)  # soft-bounded: factor exp(-0.6)
+    assert colourfulness(adjust(image)) < 0.6 * colourfulness(image)
     with torch.no_grad():
         adjust.raw_saturation.zero_()
-        adjust.lut_residual.fill_(5.0)
-    assert torch.allclose(adjust(image), torch.ones_like(image))
+        adjust.lut_residual.fill_(5.0)  # soft-bounded: every entry +0.05 at most
+    assert torch.allclose(adjust(image), (image + 0.05).clamp(max=1.0), atol=1e-4)
     assert adjust.regularization() > 0
 
 
@@ -192,7 +192,7 @@ def test_color_adjust_per_image_params() -> None:
     params["raw_saturation"][1] = -20.0
     out = adjust.render(image, params)
     assert torch.allclose(out[0], image[0], atol=1e-5)
-    assert colourfulness(out)[1] < 0.02 * colourfulness(image)[1]
+    assert colourfulness(out)[1] < 0.6 * colourfulness(image)[1]
 
 
 def test_color_adjust_bounds_extreme_parameters() -> None:
