@@ -41,7 +41,7 @@ from persaes.personalize import generic_stage, personal_stage
 from persaes.preferences import expand_transitive
 from persaes.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
 from persaes.references import read_ratings_csv
-from persaes.train import GenericSettings, PersonalSettings
+from persaes.train import GenericSettings, PersonalSettings, parse_iterations
 
 METHODS = ("full", "generic", "consensus", "ranksvm", "exp", "logistic", "no-attention", "no-pretraining")
 PAIRS_PER_USER = 100
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder")
     ap.add_argument("--generic-epochs", type=int, default=GenericSettings.epochs)
     ap.add_argument("--generic-lr", type=float, default=GenericSettings.lr)
-    ap.add_argument("--personal-iterations", type=int, default=PersonalSettings.iterations)
+    ap.add_argument("--personal-iterations", type=parse_iterations, default=PersonalSettings.iterations)
     ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
     ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
     ap.add_argument("--layers", default=PersonalSettings.layers, choices=("all", "fc"))

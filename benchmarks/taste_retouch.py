@@ -35,6 +35,7 @@ from persaes.protocol import heldout_photos
 from persaes.retouch_files import retouch_image
 from persaes.scorer import load_scorer
 from persaes.simulate import TASTES
+from persaes.train import PersonalSettings, parse_iterations
 from persaes.variants import write_variant
 from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-photos", type=int, default=12)
     ap.add_argument("--steps", type=int, default=EditSettings.steps)
     ap.add_argument("--users", default=",".join(TASTES))
+    ap.add_argument("--personal-iterations", type=parse_iterations, default=PersonalSettings.iterations)
+    ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, required=True)
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             prefs = Path(tmp) / "answers.jsonl"
             user.answer(album, pairs, prefs, seed=args.seed)
             profile = Path(tmp) / "profile.safetensors"
-            report = personalize(album, prefs, profile, device=args.device, seed=args.seed)
+            report = personalize(album, prefs, profile, device=args.device, seed=args.seed,
+                                 personal=PersonalSettings(iterations=args.personal_iterations, lr=args.personal_lr))
             loss = AestheticLoss(load_scorer(profile, device=args.device))
             personal_out = [retouch_image(x, loss, ("exposure", "color", "dehaze"), settings, seed=args.seed)
                             for x in originals]

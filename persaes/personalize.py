@@ -226,23 +226,23 @@ def personalize(
         n_refs = len(ref_ok)
 
     personal = personal or PersonalSettings()
-    _report(progress, "personal stage", 0, personal.iterations)
+    _report(progress, "personal stage", 0, 1)
     if finetune_backbone:
         size = spec.input_size
         images = torch.cat([resize_square(load_image(album.files[album.keys.index(k_)], 2 * size)[None], size)
                             for k_ in keys])
-        train_personal(model.head, live_source(model, images), all_pairs, personal, seed,
-                       extra_params=model.backbone.parameters())
+        history = train_personal(model.head, live_source(model, images), all_pairs, personal, seed,
+                                 extra_params=model.backbone.parameters())
     else:
-        personal_stage(model.head, feats, all_pairs, personal, seed, device)
-    _report(progress, "personal stage", personal.iterations, personal.iterations)
+        history = personal_stage(model.head, feats, all_pairs, personal, seed, device)
+    _report(progress, "personal stage", 1, 1)
 
     meta = model_metadata(
         model, "pretrained", kind="profile", trained=True,
         trained_on={"album": str(album.root), "album_sha256": album.digest(), "photos": len(album.files),
                     "answers": len(answered), "inferred_pairs": len(inferred),
                     "contradictions": len(expansion.contradictions), "references": n_refs, **start_meta},
-        training={"personal": personal.as_dict(), "generic": (generic or GenericSettings()).as_dict() if n_refs else None,
+        training={"personal": personal.as_dict(), "personal_iterations_trained": len(history), "generic": (generic or GenericSettings()).as_dict() if n_refs else None,
                   "k": k, "finetune_backbone": finetune_backbone},
         seed=seed,
     )

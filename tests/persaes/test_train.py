@@ -49,3 +49,24 @@ def test_personal_stage_learns_an_ordering_and_anchor_holds_it_back() -> None:
         return sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(head.parameters(), initial))
 
     assert 0 < drift(anchored) < 0.5 * drift(free)
+
+
+def test_auto_iterations_follow_held_out_answers() -> None:
+    from persaes.train import AUTO_HOLDOUT, choose_iterations
+
+    feats = _feats(40, seed=2)
+    truth = feats.z3[:, 0]
+    consistent = torch.tensor([[i, j] if truth[i] > truth[j] else [j, i] for i in range(40) for j in range(i + 1, 40)])
+    # The same pairs, but those that choose_iterations holds out (seeded) contradict the rest.
+    order = torch.randperm(len(consistent), generator=torch.Generator().manual_seed(0))
+    held = order[: int(len(consistent) * AUTO_HOLDOUT)]
+    misleading = consistent.clone()
+    misleading[held] = consistent[held].flip(1)
+    settings = PersonalSettings()
+    torch.manual_seed(0)
+    head = AttentionHead((4, 6, 8), hidden=4)
+    long = choose_iterations(head, feats.take, consistent, settings, seed=0)
+    assert long >= 100
+    assert choose_iterations(head, feats.take, misleading, settings, seed=0) == 0
+    losses = train_personal(head, feats.take, consistent, settings, seed=0)
+    assert len(losses) == long  # "auto" then trains the chosen count on all pairs
