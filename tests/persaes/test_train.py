@@ -62,7 +62,7 @@ def test_auto_iterations_follow_held_out_answers() -> None:
     held = order[: int(len(consistent) * AUTO_HOLDOUT)]
     misleading = consistent.clone()
     misleading[held] = consistent[held].flip(1)
-    settings = PersonalSettings()
+    settings = PersonalSettings(iterations="auto", lr=1e-3)
     torch.manual_seed(0)
     head = AttentionHead((4, 6, 8), hidden=4)
     long = choose_iterations(head, feats.take, consistent, settings, seed=0)
