@@ -124,7 +124,7 @@ def render_html(rows: Sequence[Row]) -> str:
 body{{font-family:system-ui,sans-serif;background:#1d1f21;color:#ddd;margin:1.5em}}
 table{{border-collapse:collapse}} th,td{{padding:6px;vertical-align:top}}
 thead th{{text-align:left;color:#aaa;font-weight:600}} tbody th{{text-align:left;font-weight:400;color:#999;max-width:10em;word-break:break-all}}
-img{{max-width:{THUMB_SIDE}px;max-height:{THUMB_SIDE}px;display:block}} .s{{font-size:.85em;color:#aaa;margin-top:3px}} b{{color:#fff}}
+img{{max-width:min({THUMB_SIDE}px,28vw);max-height:{THUMB_SIDE}px;display:block}} .s{{font-size:.85em;color:#aaa;margin-top:3px}} b{{color:#fff}}
 </style></head><body>
 <h1>Generic vs personalized retouching</h1>
 <p>{len(rows)} photos. Mean personal score: original {mean['original']:.2f}, generic {mean['generic']:.2f},
