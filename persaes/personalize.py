@@ -135,6 +135,7 @@ def _report(progress: Progress | None, stage: str, done: int, total: int) -> Non
 def _features(model: AestheticModel, files: Sequence[Path], cache: FeatureCache, stage: str,
               progress: Progress | None) -> tuple[Features, list[int], list[str]]:
     done = [0]
+    _report(progress, stage, 0, len(files))
 
     def step(n: int) -> None:
         done[0] += n
