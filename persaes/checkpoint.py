@@ -141,10 +141,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
         raise CheckpointError(f"{path}: no persaes metadata in the safetensors header") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format') if isinstance(meta, dict) else meta!r}")
-    if "tensors_sha256" in meta and meta["tensors_sha256"] != tensors_digest(tensors):
-        raise CheckpointError(f"{path}: tensors do not match the checksum in the metadata (damaged or edited file)")
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):
         raise CheckpointError(f"{path}: holds NaN or infinite values (damaged file)")
+    if "tensors_sha256" in meta and meta["tensors_sha256"] != tensors_digest(tensors):
+        raise CheckpointError(f"{path}: tensors do not match the checksum in the metadata (damaged or edited file)")
     head = meta.get("head")
     if not isinstance(head, dict) or any(k not in head for k in _HEAD_KEYS):
         raise CheckpointError(f"{path}: metadata lacks the head settings {_HEAD_KEYS}")
