@@ -59,3 +59,21 @@ def user_errors(*kinds: type[BaseException]) -> Callable[[Callable[..., Any]], C
         return inner
 
     return wrap
+
+
+class StageProgress:
+    """One updating line per stage on stderr."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            if self.stage:
+                click.echo("", err=True)
+            self.stage = stage
+        click.echo(f"\r{stage}: {done}/{total}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self.stage:
+            click.echo("", err=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 import persaes
-from cli.common import device_option, progress, user_errors, warn
-from cli.personalize import _Progress
+from cli.common import StageProgress, device_option, progress, user_errors, warn
 from persaes.backbones import BackboneError
 from persaes.personalize import personalize
 from persaes.report import compare_folder
@@ -39,7 +38,7 @@ def demo_cmd(out: str, photos: int, steps: int, device: str) -> None:
         raise click.ClickException(f"{EXAMPLES}: the example album is missing (install persaes from its source tree)")
     started = time.time()
     out_dir = Path(out)
-    bar = _Progress()
+    bar = StageProgress()
     try:
         report = personalize(album, answers, out_dir / "profile.safetensors", device=device, progress=bar)
     finally:

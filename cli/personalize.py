@@ -7,28 +7,10 @@ import sys
 
 import click
 
-from cli.common import device_option, printable, user_errors, warn
+from cli.common import StageProgress, device_option, printable, user_errors, warn
 from persaes.backbones import BackboneError
 from persaes.personalize import personalize
 from persaes.train import PersonalSettings, parse_iterations
-
-
-class _Progress:
-    """One updating line per stage on stderr."""
-
-    def __init__(self) -> None:
-        self.stage = ""
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
-            if self.stage:
-                click.echo("", err=True)
-            self.stage = stage
-        click.echo(f"\r{stage}: {done}/{total}", err=True, nl=False)
-
-    def close(self) -> None:
-        if self.stage:
-            click.echo("", err=True)
 
 
 @click.command("personalize")
@@ -56,7 +38,7 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
       persaes personalize ~/Pictures/album --prefs answers.jsonl --out me.safetensors
     """
     logging.getLogger("persaes").setLevel(logging.ERROR)
-    progress = _Progress()
+    progress = StageProgress()
     try:
         report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,
                              personal=PersonalSettings(iterations=parse_iterations(iterations)), finetune_backbone=finetune_backbone,
