@@ -72,7 +72,6 @@ def compare_folder(
             if not link.is_symlink():
                 os.symlink(src.resolve(), link)
         in_dir = subset
-        sources = [src for src, _ in plan(in_dir, report_dir / "generic")]
     summaries: list[RetouchSummary] = []
     for name, scorer in (("generic", generic), ("personal", personal)):
         summaries.append(retouch_folder(in_dir, report_dir / name, scorer, ops, settings, progress=progress,
@@ -80,12 +79,12 @@ def compare_folder(
     failed = sorted({f for s in summaries for f in s.failed})
     rows: list[Row] = []
     sheet: list[list[Image.Image]] = []
-    for src in sources:
-        relative = src.relative_to(in_dir)
-        outputs = {"original": src, "generic": report_dir / "generic" / relative, "personal": report_dir / "personal" / relative}
+    for src, generic_out in plan(in_dir, report_dir / "generic"):
+        relative = generic_out.relative_to(report_dir / "generic")
+        outputs = {"original": src, "generic": generic_out, "personal": report_dir / "personal" / relative}
         if not all(p.exists() for p in outputs.values()):
             continue
-        thumbs, images, scores = {}, [], {}
+        thumbs, images = {}, []
         try:
             for version, path in outputs.items():
                 thumb_rel = Path("thumbs") / version / relative.with_suffix(".jpg")
@@ -103,7 +102,8 @@ def compare_folder(
         sheet.append(images)
     atomic_write_text(report_dir / "index.html", render_html(rows))
     if sheet:
-        contact_sheet(sheet, rows).save(report_dir / "contact_sheet.png")
+        with atomic_path(report_dir / "contact_sheet.png") as tmp:
+            contact_sheet(sheet, rows).save(tmp, "PNG")
     return rows, failed
 
 
