@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,24 @@ def random_model():
     spec = get_spec("efficientnet_lite2")
     torch.manual_seed(0)
     return AestheticModel(spec, create_backbone(spec.name, "random"), AttentionHead(spec.channels)).eval()
+
+
+@pytest.fixture()
+def running() -> Callable[[object], AbstractContextManager]:
+    """``with running(session) as server``: a preference-page server for a ``CollectSession``,
+    on a free port in a thread for the block."""
+    from persaes.collect import serve
+
+    @contextmanager
+    def run(session: object) -> Iterator[object]:
+        server = serve(session)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    return run

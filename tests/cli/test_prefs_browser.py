@@ -13,8 +13,7 @@ import os
 import shutil
 import threading
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cli.main import main
-from persaes.collect import CollectServer, CollectSession, serve
+from persaes.collect import CollectSession
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,20 +64,6 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-@contextmanager
-def running(session: CollectSession) -> Iterator[CollectServer]:
-    """Serve ``session`` on a free port in a thread for the block."""
-    server = serve(session)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def shown_pair(driver: webdriver.Chrome, progress: str) -> tuple[str, str]:
     """Wait until the progress line reads ``progress`` and both photos are loaded; their album paths."""
 
@@ -97,7 +82,8 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [{key: value for key, value in line.items() if key != "t"} for line in lines]
 
 
-def test_answers_given_in_the_browser_are_saved(album: Path, tmp_path: Path, browser: webdriver.Chrome) -> None:
+def test_answers_given_in_the_browser_are_saved(running: Callable, album: Path, tmp_path: Path,
+                                                browser: webdriver.Chrome) -> None:
     out = tmp_path / "answers.jsonl"
     with running(CollectSession(album, out, pairs=6)) as server:
         browser.get(server.url)
@@ -126,7 +112,8 @@ def test_answers_given_in_the_browser_are_saved(album: Path, tmp_path: Path, bro
     ]
 
 
-def test_the_page_says_when_all_pairs_are_answered(album: Path, tmp_path: Path, browser: webdriver.Chrome) -> None:
+def test_the_page_says_when_all_pairs_are_answered(running: Callable, album: Path, tmp_path: Path,
+                                                   browser: webdriver.Chrome) -> None:
     out = tmp_path / "answers.jsonl"
     with running(CollectSession(album, out, pairs=1)) as server:
         browser.get(server.url)

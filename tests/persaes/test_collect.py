@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,18 +54,16 @@ class Client:
         return status, json.loads(raw)
 
 
-@contextmanager
-def running(session: CollectSession) -> Iterator[Client]:
-    """Serve ``session`` on a free port in a thread for the block."""
-    server = serve(session)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield Client(server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+@pytest.fixture()
+def client_for(running: Callable) -> Callable:
+    """``with client_for(session) as client``: a :class:`Client` of a running server."""
+
+    @contextmanager
+    def run(session: CollectSession) -> Iterator[Client]:
+        with running(session) as server:
+            yield Client(server)
+
+    return run
 
 
 @pytest.fixture()
@@ -85,9 +82,9 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_every_request_needs_the_token(album: Path, tmp_path: Path) -> None:
+def test_every_request_needs_the_token(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
-    with running(CollectSession(album, out, pairs=3)) as client:
+    with client_for(CollectSession(album, out, pairs=3)) as client:
         pair = client.state()
         for token in (None, "", "wrong-token", client.server.token[:-1]):
             for path in ("/", "/api/next", f"/image/{pair['left_path']}"):
@@ -102,8 +99,8 @@ def test_every_request_needs_the_token(album: Path, tmp_path: Path) -> None:
         assert client.request(pair["left"], token=None)[0] == 200  # the URL carries the token
 
 
-def test_page_has_the_controls(album: Path, tmp_path: Path) -> None:
-    with running(CollectSession(album, tmp_path / "a.jsonl")) as client:
+def test_page_has_the_controls(client_for: Callable, album: Path, tmp_path: Path) -> None:
+    with client_for(CollectSession(album, tmp_path / "a.jsonl")) as client:
         status, body = client.request("/")
     page = body.decode()
     assert status == 200
@@ -122,22 +119,22 @@ def test_page_has_the_controls(album: Path, tmp_path: Path) -> None:
     "%2F{outside}%2Fsecret.jpg",
     "..%5Csecret.jpg",
 ])
-def test_paths_out_of_the_album_are_refused(album: Path, tmp_path: Path, path: str) -> None:
+def test_paths_out_of_the_album_are_refused(client_for: Callable, album: Path, tmp_path: Path, path: str) -> None:
     secret = tmp_path / "secret.jpg"
     shutil.copy(next(album.glob("*.jpg")), secret)
-    with running(CollectSession(album, tmp_path / "a.jsonl")) as client:
+    with client_for(CollectSession(album, tmp_path / "a.jsonl")) as client:
         status, body = client.request("/image/" + path.format(outside=str(tmp_path).strip("/")))
     assert status == 403
     assert body != secret.read_bytes()
 
 
-def test_links_out_of_the_album_are_refused(album: Path, tmp_path: Path) -> None:
+def test_links_out_of_the_album_are_refused(client_for: Callable, album: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.jpg"
     shutil.copy(next(album.glob("*.jpg")), secret)
     (album / "link.jpg").symlink_to(secret)
     session = CollectSession(album, tmp_path / "a.jsonl")
     assert "link.jpg" not in session.images  # never offered
-    with running(session) as client:
+    with client_for(session) as client:
         assert client.request("/image/link.jpg")[0] == 404
         swapped = next(key for key in session.images if key.endswith(".jpg"))
         (album / swapped).unlink()
@@ -147,8 +144,8 @@ def test_links_out_of_the_album_are_refused(album: Path, tmp_path: Path) -> None
     assert body != secret.read_bytes()
 
 
-def test_album_images_are_served_and_nothing_else(album: Path, tmp_path: Path) -> None:
-    with running(CollectSession(album, tmp_path / "a.jsonl")) as client:
+def test_album_images_are_served_and_nothing_else(client_for: Callable, album: Path, tmp_path: Path) -> None:
+    with client_for(CollectSession(album, tmp_path / "a.jsonl")) as client:
         for file in iter_images([album]):
             key = file.relative_to(album).as_posix()
             assert client.request(f"/image/{key}") == (200, file.read_bytes())
@@ -157,9 +154,9 @@ def test_album_images_are_served_and_nothing_else(album: Path, tmp_path: Path) -
         assert client.request("/nowhere")[0] == 404
 
 
-def test_answers_are_appended_at_once(album: Path, tmp_path: Path) -> None:
+def test_answers_are_appended_at_once(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
-    with running(CollectSession(album, out, pairs=3)) as client:
+    with client_for(CollectSession(album, out, pairs=3)) as client:
         first = client.state()
         assert (first["done"], first["total"]) == (0, 3)
         status, second = client.post("/api/answer", {"winner": first["right_path"], "loser": first["left_path"]})
@@ -179,9 +176,9 @@ def test_answers_are_appended_at_once(album: Path, tmp_path: Path) -> None:
     assert len(lines(out)) == 3
 
 
-def test_undo_appends_a_line_and_asks_the_pair_again(album: Path, tmp_path: Path) -> None:
+def test_undo_appends_a_line_and_asks_the_pair_again(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
-    with running(CollectSession(album, out, pairs=3)) as client:
+    with client_for(CollectSession(album, out, pairs=3)) as client:
         first = client.state()
         assert first["can_undo"] is False
         assert client.post("/api/undo")[0] == 400  # nothing to undo yet
@@ -194,9 +191,9 @@ def test_undo_appends_a_line_and_asks_the_pair_again(album: Path, tmp_path: Path
         assert read_answers(out) == ([], [])
 
 
-def test_only_the_pair_on_offer_can_be_answered(album: Path, tmp_path: Path) -> None:
+def test_only_the_pair_on_offer_can_be_answered(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
-    with running(CollectSession(album, out, pairs=2)) as client:
+    with client_for(CollectSession(album, out, pairs=2)) as client:
         pair = client.state()
         other = next(key for key in client.server.session.images if key not in (pair["left_path"], pair["right_path"]))
         for body in (
@@ -262,7 +259,7 @@ def test_the_server_binds_to_localhost_only(album: Path, tmp_path: Path) -> None
     assert len(serve(session).token) >= 20 and serve(session).token != serve(session).token
 
 
-def test_variants_mode_writes_edits_into_the_album(album: Path, tmp_path: Path) -> None:
+def test_variants_mode_writes_edits_into_the_album(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
     stems = [p.stem for p in iter_images([album])]
     variants = album / "_variants"
@@ -270,7 +267,7 @@ def test_variants_mode_writes_edits_into_the_album(album: Path, tmp_path: Path) 
     for stem in stems:
         (variants / f"{stem}__v1.jpg").write_bytes(b"existing")  # never overwritten
     session = CollectSession(album, out, pairs=2, variants=True, seed=3)
-    with running(session) as client:
+    with client_for(session) as client:
         state = client.state()
         left, right = state["left_path"], state["right_path"]
         source = left.removeprefix("_variants/").rsplit("__v", 1)[0]
