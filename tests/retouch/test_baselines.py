@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from kornia.color import rgb_to_grayscale
+from retouch_testing import image_batches, random_image
 
 from retouch.baselines import auto_gamma, dark_channel_dehaze, gray_world
 from retouch.color import saturation, white_balance
@@ -15,13 +15,9 @@ from retouch.dehaze import dark_channel
 from retouch.metrics import colourfulness, psnr
 
 
-def _image(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
-
-
 def _grey_world_scene() -> torch.Tensor:
     """Colourful scene whose three channel means are equal (each channel is a rearrangement of the same values)."""
-    base = _image(1, 1, 24, 24) * 0.7 + 0.1
+    base = random_image(1, 1, 24, 24) * 0.7 + 0.1
     return torch.cat([base, base.flip(-1), base.flip(-2)], dim=1)
 
 
@@ -55,7 +51,7 @@ def test_gray_world_handles_flat_images() -> None:
 
 
 def test_auto_gamma_targets_mid_grey() -> None:
-    image = _image(3, 3, 32, 32)
+    image = random_image(3, 3, 32, 32)
     batch = torch.cat([image[:1] * 0.25, image[1:2] * 0.3 + 0.7, image[2:]])
     out = auto_gamma(batch)
     assert ((_luma(out) - 0.5).abs() < 0.01).all()
@@ -64,7 +60,7 @@ def test_auto_gamma_targets_mid_grey() -> None:
 
 
 def test_auto_gamma_large_image_uses_a_copy() -> None:
-    image = F.interpolate(_image(1, 3, 8, 8) * 0.3, size=(400, 300), mode="bilinear", align_corners=False)
+    image = F.interpolate(random_image(1, 3, 8, 8) * 0.3, size=(400, 300), mode="bilinear", align_corners=False)
     assert abs(_luma(auto_gamma(image)).item() - 0.5) < 0.01
 
 
@@ -87,15 +83,9 @@ def test_dark_channel_dehaze_removes_synthetic_haze() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    height=st.integers(1, 40),
-    width=st.integers(1, 40),
-    low=st.floats(0.0, 1.0),
-    high=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**31 - 1),
+    image=image_batches(),
 )
-def test_property_range(height: int, width: int, low: float, high: float, seed: int) -> None:
-    low, high = min(low, high), max(low, high)
-    image = low + (high - low) * _image(2, 3, height, width, seed=seed)
+def test_property_range(image: torch.Tensor) -> None:
     for out in (gray_world(image), auto_gamma(image), dark_channel_dehaze(image)):
         assert out.shape == image.shape
         assert not out.isnan().any() and out.min() >= 0.0 and out.max() <= 1.0

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kornia.color import rgb_to_grayscale
+from retouch_testing import image_batches
 
 from retouch.degrade import DEGRADATIONS, EDITS, add_haze, degrade, expose, random_edit
 from retouch.dehaze import dark_channel
@@ -145,15 +146,10 @@ def test_random_edit() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    height=st.integers(1, 40),
-    width=st.integers(1, 40),
-    low=st.floats(0.0, 1.0),
-    high=st.floats(0.0, 1.0),
+    image=image_batches(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_property_range(height: int, width: int, low: float, high: float, seed: int) -> None:
-    low, high = min(low, high), max(low, high)
-    image = low + (high - low) * torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
+def test_property_range(image: torch.Tensor, seed: int) -> None:
     outputs = [degrade(image, kind, seed)[0] for kind in DEGRADATIONS] + [random_edit(image, seed)[0]]
     for out in outputs:
         assert out.shape == image.shape

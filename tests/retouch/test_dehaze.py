@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from retouch_testing import image_batches, random_image
 from torch.autograd import gradcheck
 
 from retouch.degrade import add_haze
@@ -23,10 +24,6 @@ from retouch.dehaze import (
 )
 
 
-def _image(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
 def _scene(size: int = 64, seed: int = 0) -> torch.Tensor:
     """Haze-free blocks of saturated colours (one channel near 0 in each block), so the dark channel prior holds."""
     generator = torch.Generator().manual_seed(seed)
@@ -37,7 +34,7 @@ def _scene(size: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def test_dark_channel_matches_brute_force() -> None:
-    image = _image(2, 3, 9, 7)
+    image = random_image(2, 3, 9, 7)
     dark = dark_channel(image, patch=3)
     darkest = image.amin(dim=1)
     for b, y, x in [(0, 0, 0), (1, 4, 3), (0, 8, 6), (1, 2, 6)]:
@@ -55,11 +52,11 @@ def test_dark_channel_spreads_a_dark_pixel() -> None:
 @pytest.mark.parametrize("patch", [0, 4, -3])
 def test_dark_channel_bad_patch_raises(patch: int) -> None:
     with pytest.raises(ValueError):
-        dark_channel(_image(1, 3, 8, 8), patch=patch)
+        dark_channel(random_image(1, 3, 8, 8), patch=patch)
 
 
 def test_estimate_airlight_uses_the_haziest_pixels() -> None:
-    image = _image(2, 3, 32, 32) * 0.3
+    image = random_image(2, 3, 32, 32) * 0.3
     # after the 3x3 minimum filter, 25 and 16 pixels of these blocks keep their values: more than the top 10
     image[0, :, :6, :6] = torch.tensor([0.9, 0.85, 0.8]).view(3, 1, 1)
     image[1, :, -5:, -5:] = 0.7
@@ -74,13 +71,13 @@ def test_estimate_airlight_uses_the_haziest_pixels() -> None:
 
 
 def test_guided_filter_properties() -> None:
-    guide = _image(2, 1, 24, 24)
+    guide = random_image(2, 1, 24, 24)
     constant = torch.full((2, 1, 24, 24), 0.7)
     assert torch.allclose(guided_filter(guide, constant, 3, 1e-3), constant, atol=1e-5)
     # edge-preserving: a step in the guide survives in the output, noise in flat parts is smoothed
     step = torch.zeros(1, 1, 24, 24)
     step[..., 12:] = 1.0
-    noisy = step + 0.05 * _image(1, 1, 24, 24, seed=3)
+    noisy = step + 0.05 * random_image(1, 1, 24, 24, seed=3)
     out = guided_filter(step, noisy, 3, 1e-3)
     assert out[..., 12:].mean() - out[..., :12].mean() > 0.95
     assert out[..., 2:-2, 2:10].std() < noisy[..., 2:-2, 2:10].std() / 2
@@ -101,7 +98,7 @@ def test_clip_straight_through() -> None:
 
 
 def test_zero_strength_is_identity() -> None:
-    image = _image(2, 3, 20, 16)
+    image = random_image(2, 3, 20, 16)
     airlight = torch.tensor([[0.9, 0.9, 0.95]])
     assert torch.equal(transmission(image, 0.0, airlight, radius=4), torch.ones(2, 1, 20, 16))
     assert torch.allclose(dehaze(image, 0.0, airlight), image, atol=1e-6)
@@ -141,7 +138,7 @@ def test_t_min_bounds_the_gain() -> None:
 
 
 def test_dehaze_gradcheck() -> None:
-    image = (_image(1, 3, 8, 8, dtype=torch.float64) * 0.4 + 0.5).requires_grad_()
+    image = (random_image(1, 3, 8, 8, dtype=torch.float64) * 0.4 + 0.5).requires_grad_()
     strength = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
     airlight = torch.tensor([[0.95, 0.93, 0.97]], dtype=torch.float64, requires_grad=True)
 
@@ -154,7 +151,7 @@ def test_dehaze_gradcheck() -> None:
 
 
 def test_dark_channel_and_airlight_gradcheck() -> None:
-    image = _image(1, 3, 6, 6, dtype=torch.float64).requires_grad_()
+    image = random_image(1, 3, 6, 6, dtype=torch.float64).requires_grad_()
     assert gradcheck(lambda x: dark_channel(x, 3), (image,))
     assert gradcheck(lambda x: estimate_airlight(x, dark_channel(x, 3), top=0.1), (image,))
 
@@ -204,10 +201,7 @@ def test_module_dehazes_and_is_resolution_independent() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    height=st.integers(1, 40),
-    width=st.integers(1, 40),
-    low=st.floats(0.0, 1.0),
-    high=st.floats(0.0, 1.0),
+    image=image_batches(batch=1),
     strength=st.floats(-1.0, 1.0),
     airlight=st.floats(0.05, 1.0),
     t_min=st.floats(0.01, 1.0),
@@ -215,18 +209,13 @@ def test_module_dehazes_and_is_resolution_independent() -> None:
     seed=st.integers(0, 2**31 - 1),
 )
 def test_property_range(
-    height: int,
-    width: int,
-    low: float,
-    high: float,
+    image: torch.Tensor,
     strength: float,
     airlight: float,
     t_min: float,
     patch: int,
     seed: int,
 ) -> None:
-    low, high = min(low, high), max(low, high)
-    image = low + (high - low) * _image(1, 3, height, width, seed=seed)
     out = dehaze(image, strength, torch.full((1, 3), airlight), t_min, patch=patch, radius=8)
     module = Dehaze(patch=patch, work_size=16)
     with torch.no_grad():

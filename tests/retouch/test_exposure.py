@@ -6,24 +6,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from retouch_testing import image_batches, random_image
 from torch.autograd import gradcheck
 
 from retouch.exposure import ExposureCurves, apply_curves
 
 
-def _image(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
 def test_zero_alpha_is_identity() -> None:
-    image = _image(2, 3, 8, 8)
+    image = random_image(2, 3, 8, 8)
     assert torch.equal(apply_curves(image, torch.zeros(2, 12, 1, 1)), image)
     assert torch.equal(apply_curves(image, torch.zeros(1, 6, 3, 3)), image)
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (4, 3)])
 def test_module_is_identity_at_init(grid: tuple[int, int]) -> None:
-    image = _image(2, 3, 16, 12)
+    image = random_image(2, 3, 16, 12)
     assert torch.equal(ExposureCurves(iterations=3, grid=grid)(image), image)
 
 
@@ -35,7 +32,7 @@ def test_known_value() -> None:
 
 
 def test_positive_alpha_brightens_negative_darkens() -> None:
-    image = _image(1, 3, 8, 8) * 0.98 + 0.01
+    image = random_image(1, 3, 8, 8) * 0.98 + 0.01
     brighter = apply_curves(image, torch.full((1, 3, 1, 1), 0.5))
     darker = apply_curves(image, torch.full((1, 3, 1, 1), -0.5))
     assert (brighter > image).all()
@@ -57,7 +54,7 @@ def test_extreme_alpha_keeps_range() -> None:
 
 
 def test_constant_grid_equals_global() -> None:
-    image = _image(2, 3, 10, 14)
+    image = random_image(2, 3, 10, 14)
     alpha = torch.tensor([0.3, -0.2, 0.6]).view(1, 3, 1, 1)
     assert torch.allclose(apply_curves(image, alpha.expand(1, 3, 4, 5)), apply_curves(image, alpha), atol=1e-6)
 
@@ -70,21 +67,21 @@ def test_grid_varies_spatially() -> None:
 
 
 def test_per_image_alpha() -> None:
-    image = _image(2, 3, 4, 4)
+    image = random_image(2, 3, 4, 4)
     alpha = torch.tensor([0.5, -0.5]).view(2, 1, 1, 1).expand(2, 3, 1, 1)
     out = apply_curves(image, alpha)
     assert (out[0] >= image[0]).all() and (out[1] <= image[1]).all()
 
 
 def test_gradcheck() -> None:
-    image = _image(1, 3, 8, 8, dtype=torch.float64).requires_grad_()
-    alpha = (_image(1, 6, 3, 3, seed=1, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    image = random_image(1, 3, 8, 8, dtype=torch.float64).requires_grad_()
+    alpha = (random_image(1, 6, 3, 3, seed=1, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
     assert gradcheck(apply_curves, (image, alpha))
 
 
 def test_module_gradients_finite() -> None:
     curves = ExposureCurves(grid=(2, 3))
-    loss = curves(_image(2, 3, 16, 16)).mean() + curves.regularization()
+    loss = curves(random_image(2, 3, 16, 16)).mean() + curves.regularization()
     loss.backward()
     assert torch.isfinite(curves.raw.grad).all() and curves.raw.grad.abs().sum() > 0
 
@@ -127,20 +124,15 @@ def test_bad_module_arguments_raise() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    height=st.integers(1, 40),
-    width=st.integers(1, 40),
-    low=st.floats(0.0, 1.0),
-    high=st.floats(0.0, 1.0),
+    image=image_batches(),
     grid=st.tuples(st.integers(1, 5), st.integers(1, 5)),
     iterations=st.integers(1, 8),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_property_range(
-    height: int, width: int, low: float, high: float, grid: tuple[int, int], iterations: int, seed: int
+    image: torch.Tensor, grid: tuple[int, int], iterations: int, seed: int
 ) -> None:
-    low, high = min(low, high), max(low, high)
-    image = low + (high - low) * _image(2, 3, height, width, seed=seed)
-    alpha = _image(2, 3 * iterations, *grid, seed=seed + 1) * 2 - 1
+    alpha = random_image(2, 3 * iterations, *grid, seed=seed + 1) * 2 - 1
     out = apply_curves(image, alpha)
     assert out.shape == image.shape
     assert not out.isnan().any() and out.min() >= 0.0 and out.max() <= 1.0

@@ -6,13 +6,10 @@ import math
 
 import pytest
 import torch
+from retouch_testing import random_image
 
 from retouch.color import saturation
 from retouch.metrics import TASTE_FEATURES, colourfulness, psnr, ssim, taste_features
-
-
-def _image(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def test_psnr_per_image() -> None:
@@ -25,8 +22,8 @@ def test_psnr_per_image() -> None:
 
 
 def test_ssim_per_image() -> None:
-    image = torch.nn.functional.interpolate(_image(2, 3, 4, 4), size=(32, 32), mode="bilinear", align_corners=False)
-    noisy = (image + 0.2 * (_image(2, 3, 32, 32, seed=1) - 0.5)).clamp(0, 1)
+    image = torch.nn.functional.interpolate(random_image(2, 3, 4, 4), size=(32, 32), mode="bilinear", align_corners=False)
+    noisy = (image + 0.2 * (random_image(2, 3, 32, 32, seed=1) - 0.5)).clamp(0, 1)
     pair = torch.stack([image[0], noisy[1]])
     values = ssim(image, pair)
     assert values.shape == (2,)
@@ -45,13 +42,13 @@ def test_pair_checks() -> None:
 
 
 def test_colourfulness() -> None:
-    grey = _image(2, 1, 8, 8).expand(2, 3, 8, 8)
+    grey = random_image(2, 1, 8, 8).expand(2, 3, 8, 8)
     assert torch.equal(colourfulness(grey), torch.zeros(2))
     red = torch.zeros(1, 3, 4, 4)
     red[:, 0] = 1.0
     # rg = 1, yb = 0.5, no spread: 0.3 * sqrt(1.25)
     assert colourfulness(red).item() == pytest.approx(0.3 * math.sqrt(1.25), abs=1e-5)
-    image = _image(1, 3, 16, 16)
+    image = random_image(1, 3, 16, 16)
     assert colourfulness(saturation(image, 0.5)) < colourfulness(image) < colourfulness(saturation(image, 1.5))
 
 

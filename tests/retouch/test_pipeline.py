@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from retouch_testing import image_batches, random_image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -15,13 +16,9 @@ from retouch.degrade import add_haze
 from retouch.pipeline import OPS, Retoucher, RetouchNet
 
 
-def _image(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
-
-
 def _smooth(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A smooth image: bilinear upsampling of a 4x6 random image."""
-    return F.interpolate(_image(2, 3, 4, 6, seed=seed), size=(height, width), mode="bilinear", align_corners=False)
+    return F.interpolate(random_image(2, 3, 4, 6, seed=seed), size=(height, width), mode="bilinear", align_corners=False)
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
@@ -39,7 +36,7 @@ def _downscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def test_identity_at_init_and_fixed_order() -> None:
     retoucher = Retoucher(("color", "exposure", "dehaze"), exposure_grid=(2, 2), lut_size=5, dehaze_work_size=32)
     assert retoucher.ops == OPS == ("dehaze", "exposure", "color")
-    image = _image(2, 3, 24, 40)
+    image = random_image(2, 3, 24, 40)
     assert torch.allclose(retoucher(image), image, atol=1e-5)
     assert retoucher.regularization() == 0
     assert Retoucher(["color", "exposure"]).ops == ("exposure", "color")
@@ -50,7 +47,7 @@ def test_order_matters_and_is_dehaze_exposure_color() -> None:
     with torch.no_grad():
         retoucher.exposure.raw.fill_(1.0)  # brighten
         retoucher.color.lut_residual.copy_(1.0 - 2.0 * identity_lut(3))  # invert
-    image = _image(1, 3, 8, 8)
+    image = random_image(1, 3, 8, 8)
     out = retoucher(image)
     assert torch.allclose(out, retoucher.color(retoucher.exposure(image)))
     assert not torch.allclose(out, retoucher.exposure(retoucher.color(image)), atol=1e-2)
@@ -77,7 +74,7 @@ def test_gradients_finite_and_regularization() -> None:
 def test_retouch_full_tracks_no_gradients() -> None:
     retoucher = Retoucher(("exposure",))
     _perturb(retoucher)
-    out = retoucher.retouch_full(_image(1, 3, 300, 200))
+    out = retoucher.retouch_full(random_image(1, 3, 300, 200))
     assert out.shape == (1, 3, 300, 200) and not out.requires_grad
 
 
@@ -117,7 +114,7 @@ def test_from_state_subset_and_errors() -> None:
 def test_global_ops_commute_with_subsampling() -> None:
     retoucher = Retoucher(("exposure", "color"), lut_size=5)
     _perturb(retoucher)
-    full = _image(2, 3, 30, 44)
+    full = random_image(2, 3, 30, 44)
     assert torch.allclose(retoucher(full)[..., ::2, ::3], retoucher(full[..., ::2, ::3]), atol=1e-6)
 
 
@@ -162,7 +159,7 @@ def test_retouch_net_learns_per_image_edits() -> None:
     net = RetouchNet(("exposure",), input_size=32, width=8)
     optimiser = torch.optim.Adam(net.parameters(), lr=0.01)
     dark, bright = torch.full((1, 3, 16, 16), 0.2), torch.full((1, 3, 16, 16), 0.8)
-    images = torch.cat([dark, bright]) + 0.05 * _image(2, 3, 16, 16)
+    images = torch.cat([dark, bright]) + 0.05 * random_image(2, 3, 16, 16)
     for _ in range(40):
         optimiser.zero_grad()
         loss = (net(images).mean(dim=(1, 2, 3)) - 0.5).square().sum()
@@ -176,15 +173,10 @@ def test_retouch_net_learns_per_image_edits() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(
-    height=st.integers(1, 40),
-    width=st.integers(1, 40),
-    low=st.floats(0.0, 1.0),
-    high=st.floats(0.0, 1.0),
+    image=image_batches(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_property_range(height: int, width: int, low: float, high: float, seed: int) -> None:
-    low, high = min(low, high), max(low, high)
-    image = low + (high - low) * _image(2, 3, height, width, seed=seed)
+def test_property_range(image: torch.Tensor, seed: int) -> None:
     retoucher = Retoucher(exposure_grid=(2, 3), lut_size=3, dehaze_patch=3, dehaze_work_size=16)
     _perturb(retoucher, scale=1.0, seed=seed)
     net = RetouchNet(lut_size=3, dehaze_patch=3, dehaze_work_size=16, input_size=16, width=4)
