@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--album-photos", type=int, default=24)
     ap.add_argument("--test-photos", type=int, default=12)
     ap.add_argument("--steps", type=int, default=EditSettings.steps)
+    ap.add_argument("--fidelity", type=float, default=EditSettings.fidelity)
     ap.add_argument("--users", default=",".join(TASTES))
-    ap.add_argument("--personal-iterations", type=parse_iterations, default=PersonalSettings.iterations)
-    ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
+    ap.add_argument("--personal-iterations", type=parse_iterations, default=None,
+                    help="override the personal stage (default: chosen by the kind of answers)")
+    ap.add_argument("--personal-lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, required=True)
@@ -76,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     held = heldout_photos(args.data / "images.csv")
     album_names = held[: args.album_photos]
     test_names = held[args.album_photos: args.album_photos + args.test_photos]
-    settings = EditSettings(steps=args.steps)
+    settings = EditSettings(steps=args.steps, fidelity=args.fidelity)
+    override = None
+    if args.personal_iterations is not None or args.personal_lr is not None:
+        override = PersonalSettings(iterations=args.personal_iterations or PersonalSettings.iterations,
+                                    lr=args.personal_lr or PersonalSettings.lr)
     originals = [load_image(args.data / "images" / f"{n}.jpg", max_side=WORK_SIDE)[None] for n in test_names]
     generic_loss = AestheticLoss(load_scorer("generic", device=args.device))
     generic_out = [retouch_image(x, generic_loss, ("exposure", "color", "dehaze"), settings, seed=args.seed)
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             user.answer(album, pairs, prefs, seed=args.seed)
             profile = Path(tmp) / "profile.safetensors"
             report = personalize(album, prefs, profile, device=args.device, seed=args.seed,
-                                 personal=PersonalSettings(iterations=args.personal_iterations, lr=args.personal_lr))
+                                 personal=override)
             loss = AestheticLoss(load_scorer(profile, device=args.device))
             personal_out = [retouch_image(x, loss, ("exposure", "color", "dehaze"), settings, seed=args.seed)
                             for x in originals]

@@ -20,13 +20,13 @@ from persaes.train import PersonalSettings, parse_iterations
 @click.option("--references", default=None, help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
               "runs the paper's generic stage first. Default: start from the shipped generic weights.")
 @click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
-@click.option("--iterations", default=str(PersonalSettings.iterations), show_default=True,
-              help="Fine-tuning iterations, or 'auto' (held-out answers decide).")
+@click.option("--iterations", default=None,
+              help="Fine-tuning iterations, or 'auto' (held-out answers decide); default: chosen by the kind of answers.")
 @click.option("--finetune-backbone", is_flag=True, help="Fine-tune the backbone too (the paper's full fine-tune; meant for a GPU).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, iterations: str,
+def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, iterations: str | None,
                     finetune_backbone: bool, seed: int, device: str) -> None:
     """Learn a personal profile from an album and preference answers.
 
@@ -41,7 +41,7 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
     progress = StageProgress()
     try:
         report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,
-                             personal=PersonalSettings(iterations=parse_iterations(iterations)), finetune_backbone=finetune_backbone,
+                             personal=PersonalSettings(iterations=parse_iterations(iterations)) if iterations else None, finetune_backbone=finetune_backbone,
                              progress=progress)
     finally:
         progress.close()

@@ -37,7 +37,16 @@ from persaes.model import AestheticModel, AttentionHead, resize_square
 from persaes.preferences import expand_transitive, pairs_to_indices, read_answers, resolve_answers
 from persaes.references import ReferenceSet, load_references
 from persaes.scorer import resolve_weights
-from persaes.train import GenericSettings, PersonalSettings, live_source, train_generic, train_personal
+from persaes.variants import photo_of
+from persaes.train import (
+    CONTENT_TASTE,
+    EDIT_TASTE,
+    GenericSettings,
+    PersonalSettings,
+    live_source,
+    train_generic,
+    train_personal,
+)
 
 log = logging.getLogger("persaes")
 Progress = Callable[[str, int, int], None]
@@ -171,6 +180,9 @@ def personalize(
         k: neighbours per album photo for the generic stage.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: fixes every random choice (same inputs + seed → bit-identical profile on CPU).
+        personal: the personal stage's settings; by default :data:`~persaes.train.EDIT_TASTE`
+            when at least half the answers compare versions of one photo (``--variants``
+            answers), else :data:`~persaes.train.CONTENT_TASTE`.
         finetune_backbone: fine-tune the backbone too (the paper's full fine-tune; GPU).
         start: starting weights when no references are given.
         progress: ``progress(stage, done, total)`` callback.
@@ -226,7 +238,8 @@ def personalize(
         generic_stage(model.head, ref_feats, refs.hists[ref_ok], feats.pooled(), k, generic, seed, device)
         n_refs = len(ref_ok)
 
-    personal = personal or PersonalSettings()
+    edit_share = sum(photo_of(a) == photo_of(b) for a, b in answered) / len(answered)
+    personal = personal or (EDIT_TASTE if edit_share >= 0.5 else CONTENT_TASTE)
     _report(progress, "personal stage", 0, 1)
     if finetune_backbone:
         size = spec.input_size
@@ -243,7 +256,8 @@ def personalize(
         trained_on={"album": str(album.root), "album_sha256": album.digest(), "photos": len(album.files),
                     "answers": len(answered), "inferred_pairs": len(inferred),
                     "contradictions": len(expansion.contradictions), "references": n_refs, **start_meta},
-        training={"personal": personal.as_dict(), "personal_iterations_trained": len(history), "generic": (generic or GenericSettings()).as_dict() if n_refs else None,
+        training={"personal": personal.as_dict(), "personal_iterations_trained": len(history),
+                  "answers_about_versions_of_one_photo": round(edit_share, 3), "generic": (generic or GenericSettings()).as_dict() if n_refs else None,
                   "k": k, "finetune_backbone": finetune_backbone},
         seed=seed,
     )

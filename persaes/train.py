@@ -75,6 +75,13 @@ class PersonalSettings:
         return asdict(self)
 
 
+CONTENT_TASTE = PersonalSettings()
+"""Answers comparing different photos (taste in content): gentle fine-tuning (tuned on the
+personal-taste benchmark's dev participants)."""
+EDIT_TASTE = PersonalSettings(iterations=300, lr=1e-3)
+"""Answers comparing versions of one photo (taste in edits): consistent answers that carry
+further (tuned on the simulated users of benchmarks/taste_retouch.py)."""
+
 AUTO_CANDIDATES = (0, 25, 50, 100, 200, 400)
 AUTO_HOLDOUT = 0.2
 

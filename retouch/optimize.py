@@ -44,7 +44,7 @@ class EditSettings:
 
     steps: int = 25
     lr: float = 0.03
-    fidelity: float = 10.0
+    fidelity: float = 4.0
     regularization: float = 1.0
     work_size: int = 256
 

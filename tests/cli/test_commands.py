@@ -93,3 +93,8 @@ def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) 
     assert len(parser.links) == 6
     assert all(not re.match(r"^[a-z]+://", link) and (out / "report" / link).is_file() for link in parser.links)
     assert "report of 2 photos" in result.stdout
+    from persaes.checkpoint import read_checkpoint
+
+    training = read_checkpoint(out / "profile.safetensors")[1]["training"]
+    # the example answers mostly compare versions of one photo: the edit-taste settings apply
+    assert training["answers_about_versions_of_one_photo"] > 0.5 and training["personal"]["iterations"] == 300

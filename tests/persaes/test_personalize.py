@@ -66,6 +66,8 @@ def test_profile_metadata(dark_lover: dict[str, Path]) -> None:
     assert meta["kind"] == "profile" and meta["seed"] == 0
     assert trained["answers"] == 30 and trained["inferred_pairs"] == 0 and trained["photos"] == 30
     assert len(trained["album_sha256"]) == 64 and meta["training"]["personal"]["loss"] == "hinge"
+    # answers compare different photos (bright_X, X, dark_X are separate files): content-taste settings
+    assert meta["training"]["answers_about_versions_of_one_photo"] == 0 and meta["training"]["personal"]["iterations"] == 100
 
 
 def test_same_inputs_and_seed_give_a_bit_identical_profile(dark_lover: dict[str, Path], tmp_path: Path) -> None:
@@ -142,3 +144,10 @@ def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_p
     stem = "backbone.stem.0.weight"
     assert torch.equal(scorer.model.backbone.state_dict()[stem[len("backbone."):]], tensors[stem])
     assert not torch.equal(tensors[stem], pretrained.model.backbone.state_dict()[stem[len("backbone."):]])
+
+
+def test_photo_of_names_the_photo_behind_a_variant() -> None:
+    from persaes.variants import photo_of
+
+    assert photo_of("_variants/Bird2__v3.jpg") == photo_of("Bird2.jpg") == "Bird2"
+    assert photo_of("sub/my__v1.jpg") == "my__v1"  # only files in _variants/ are variants
