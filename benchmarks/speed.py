@@ -36,8 +36,8 @@ def _peak_mib() -> float:
 
 def part_scoring(args: argparse.Namespace) -> dict:
     from persaes.backbones import create_backbone, get_spec
-    from persaes.images import iter_images, load_image
-    from persaes.model import AestheticModel, AttentionHead, preprocess, resize_square
+    from persaes.images import iter_images
+    from persaes.model import AestheticModel, AttentionHead, load_square, preprocess
     from persaes.scorer import load_scorer
 
     files = list(iter_images([args.folder]))[: args.images]
@@ -50,7 +50,7 @@ def part_scoring(args: argparse.Namespace) -> dict:
         return len(files) / (time.perf_counter() - start)
 
     def batch_of(paths, size: int) -> torch.Tensor:
-        return torch.cat([resize_square(load_image(p, max_side=2 * size)[None], size) for p in paths])
+        return torch.cat([load_square(p, size) for p in paths])
 
     scorer = load_scorer("generic", device="cpu")
     spec = scorer.model.spec

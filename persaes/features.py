@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from persaes.atomic import atomic_path
-from persaes.images import ImageError, load_image
-from persaes.model import AestheticModel, resize_square
+from persaes.images import ImageError
+from persaes.model import AestheticModel, load_square
 
 CACHE_ENV = "PERSAES_CACHE"
 CACHE_VERSION = 2
@@ -158,7 +158,7 @@ def extract_features(
                 on_progress(1)
             continue
         try:
-            todo.append((i, digest, resize_square(load_image(path, max_side=2 * size)[None], size)))
+            todo.append((i, digest, load_square(path, size)))
         except ImageError as exc:
             problems.append(str(exc))
             continue

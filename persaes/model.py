@@ -26,11 +26,14 @@ Example::
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from persaes.backbones import BackboneSpec
+from persaes.images import load_image
 
 BINS = 10
 SCORE_RANGE = (1.0, 10.0)
@@ -108,6 +111,12 @@ def resize_square(image: Tensor, size: int) -> Tensor:
         return image
     shrink = image.shape[2] > size or image.shape[3] > size
     return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def load_square(path: str | os.PathLike[str], size: int) -> Tensor:
+    """A photo file as the backbone's square input: 1×3×``size``×``size`` in ``[0, 1]``
+    (decoded at reduced scale where the format allows, then :func:`resize_square`)."""
+    return resize_square(load_image(path, max_side=2 * size)[None], size)
 
 
 def preprocess(image: Tensor, spec: BackboneSpec) -> Tensor:

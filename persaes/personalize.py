@@ -31,9 +31,9 @@ from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
 from persaes.checkpoint import load_model, model_metadata, save_checkpoint
 from persaes.device import resolve_device
 from persaes.features import FeatureCache, Features, extract_features, file_digest
-from persaes.images import load_image, iter_images
+from persaes.images import iter_images
 from persaes.knn import KnnIndex
-from persaes.model import AestheticModel, AttentionHead, resize_square
+from persaes.model import AestheticModel, AttentionHead, load_square
 from persaes.preferences import expand_transitive, pairs_to_indices, read_answers, resolve_answers
 from persaes.references import ReferenceSet, load_references
 from persaes.scorer import resolve_weights
@@ -243,8 +243,7 @@ def personalize(
     _report(progress, "personal stage", 0, 1)
     if finetune_backbone:
         size = spec.input_size
-        images = torch.cat([resize_square(load_image(album.files[album.keys.index(k_)], 2 * size)[None], size)
-                            for k_ in keys])
+        images = torch.cat([load_square(album.files[album.keys.index(key)], size) for key in keys])
         history = train_personal(model.head, live_source(model, images), all_pairs, personal, seed,
                                  extra_params=model.backbone.parameters())
     else:

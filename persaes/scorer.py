@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from persaes.checkpoint import load_model
 from persaes.device import resolve_device
-from persaes.images import ImageError, load_image, to_tensor
-from persaes.model import SCORE_RANGE, AestheticModel, distribution_to_score, resize_square
+from persaes.images import ImageError, to_tensor
+from persaes.model import SCORE_RANGE, AestheticModel, distribution_to_score, load_square, resize_square
 
 ImageInput = Union[str, os.PathLike, Image.Image, Tensor]
 
@@ -79,12 +79,10 @@ class Scorer(nn.Module):
     def _as_input_tensor(self, item: ImageInput) -> Tensor:
         size = self.model.spec.input_size
         if isinstance(item, Tensor):
-            image = item if item.ndim == 4 else item[None]
-        elif isinstance(item, Image.Image):
-            image = to_tensor(item)[None]
-        else:
-            image = load_image(item, max_side=2 * size)[None]
-        return resize_square(image.float(), size)
+            return resize_square((item if item.ndim == 4 else item[None]).float(), size)
+        if isinstance(item, Image.Image):
+            return resize_square(to_tensor(item)[None], size)
+        return load_square(item, size)
 
     @torch.no_grad()
     def score(self, inputs: ImageInput | Sequence[ImageInput], batch_size: int = 32) -> Tensor:
