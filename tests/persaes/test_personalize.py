@@ -99,11 +99,21 @@ def test_too_small_album_and_useless_answers(photos: list[Path], tmp_path: Path)
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> None:
-    album = tmp_path / "album"
+def _chain_album(photos: list[Path], root: Path) -> tuple[Path, Path]:
+    """The fixture photos as an album, and answers ranking them in name order (a > b > c > d)."""
+    album = root / "album"
     album.mkdir()
     for p in photos:
         shutil.copy(p, album / p.name)
+    prefs = root / "p.jsonl"
+    names = sorted(p.name for p in photos)
+    for a, b in zip(names, names[1:]):
+        append_answer(prefs, Answer(winner=a, loser=b))
+    return album, prefs
+
+
+def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> None:
+    album, prefs = _chain_album(photos, tmp_path)
     refs_dir = tmp_path / "refs"
     refs_dir.mkdir()
     rows = ["file,score"]
@@ -111,10 +121,6 @@ def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> No
         shutil.copy(p, refs_dir / p.name)
         rows.append(f"{p.name},{2 + (i % 8)}")
     (refs_dir / "scores.csv").write_text("\n".join(rows) + "\n")
-    prefs = tmp_path / "p.jsonl"
-    names = [p.name for p in photos]
-    for a, b in zip(names, names[1:]):
-        append_answer(prefs, Answer(winner=a, loser=b))
     out = tmp_path / "p.safetensors"
     report = personalize(album, prefs, out, references=read_score_csv(refs_dir / "scores.csv"), k=3, device="cpu")
     assert report.references == 12 and report.inferred == 2
@@ -126,14 +132,7 @@ def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> No
 def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_path: Path) -> None:
     from persaes.train import PersonalSettings
 
-    album = tmp_path / "album"
-    album.mkdir()
-    for p in photos:
-        shutil.copy(p, album / p.name)
-    prefs = tmp_path / "p.jsonl"
-    names = sorted(p.name for p in photos)
-    for a, b in zip(names, names[1:]):
-        append_answer(prefs, Answer(winner=a, loser=b))
+    album, prefs = _chain_album(photos, tmp_path)
     out = tmp_path / "full.safetensors"
     personalize(album, prefs, out, device="cpu", finetune_backbone=True,
                 personal=PersonalSettings(iterations=2, batch_size=3, lr=1e-3))
