@@ -5,6 +5,7 @@ All images are float tensors of shape :math:`(B, 3, H, W)` holding sRGB-encoded 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -213,6 +214,9 @@ class ColorAdjust(nn.Module):
         True
     """
 
+    #: Saturation factors tried by :meth:`starts`.
+    STARTS: tuple[float, ...] = (0.8, 1.25, 1.6)
+
     def __init__(self, lut_size: int = 9) -> None:
         super().__init__()
         if lut_size < 2:
@@ -233,6 +237,19 @@ class ColorAdjust(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
         return self.render(image, dict(self.named_parameters()))
+
+    def starts(self) -> list[dict[str, Tensor]]:
+        """Coarse starting points for fitting: the saturation factors in ``STARTS``, as raw-parameter overrides.
+
+        Example:
+            >>> start = ColorAdjust().starts()[0]["raw_saturation"]
+            >>> round(float(soft_bound(start, 0.6).exp()), 3)
+            0.8
+        """
+        return [
+            {"raw_saturation": torch.full_like(self.raw_saturation, _LOG_SATURATION_BOUND * math.atanh(math.log(f) / _LOG_SATURATION_BOUND))}
+            for f in self.STARTS
+        ]
 
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Scalar penalty: LUT total variation + mean |LUT residual| + mean |log gains| + mean |raw saturation|."""

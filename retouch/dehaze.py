@@ -316,6 +316,9 @@ class Dehaze(nn.Module):
         True
     """
 
+    #: Strengths tried by :meth:`starts`.
+    STARTS: tuple[float, ...] = (-0.3, 0.3, 0.6, 0.9)
+
     def __init__(
         self,
         patch: int = 15,
@@ -357,6 +360,15 @@ class Dehaze(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
         return self.render(image, dict(self.named_parameters()))
+
+    def starts(self) -> list[dict[str, Tensor]]:
+        """Coarse starting points for fitting: the strengths in ``STARTS`` (negative adds haze), as raw overrides.
+
+        Example:
+            >>> [round(float(torch.tanh(s["raw_strength"])), 2) for s in Dehaze().starts()]
+            [-0.3, 0.3, 0.6, 0.9]
+        """
+        return [{"raw_strength": torch.full_like(self.raw_strength, math.atanh(s))} for s in self.STARTS]
 
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Scalar penalty: mean |strength| + mean |airlight offset|."""

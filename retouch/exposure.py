@@ -7,6 +7,7 @@ identity.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -69,6 +70,9 @@ class ExposureCurves(nn.Module):
         True
     """
 
+    #: Curve parameters tried by :meth:`starts`.
+    STARTS: tuple[float, ...] = (-0.3, -0.15, 0.15, 0.3)
+
     def __init__(self, iterations: int = 4, grid: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
         if iterations < 1:
@@ -84,6 +88,18 @@ class ExposureCurves(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
         return self.render(image, dict(self.named_parameters()))
+
+    def starts(self) -> list[dict[str, Tensor]]:
+        """Coarse starting points for fitting: the same curve parameter everywhere, darker and brighter.
+
+        Each is a raw-parameter override (see :func:`retouch.optimize.optimize_edit`), with curve
+        parameters in ``STARTS``.
+
+        Example:
+            >>> [round(float(torch.tanh(s["raw"]).mean()), 2) for s in ExposureCurves().starts()]
+            [-0.3, -0.15, 0.15, 0.3]
+        """
+        return [{"raw": torch.full_like(self.raw, math.atanh(a))} for a in self.STARTS]
 
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Scalar penalty: total variation of the curve-parameter grid + mean |curve parameter|."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retouch.optimize import EditSettings, optimize_edit, train_retouch_net
+from retouch.optimize import EditSettings, coarse_start, optimize_edit, train_retouch_net
+from retouch.pipeline import Retoucher
 
 
 def _brightness_loss(target: float):
@@ -19,6 +20,29 @@ def test_optimize_edit_moves_toward_the_loss_and_applies_at_full_size() -> None:
     assert abs(float(full.mean()) - 0.5) < abs(float(photo.mean()) - 0.5) / 3
     small = F.interpolate(photo, size=(48, 64), mode="area")
     assert torch.allclose(F.interpolate(full, size=(48, 64), mode="area"), retoucher(small), atol=3e-3)
+
+
+def test_coarse_start_escapes_a_loss_that_is_flat_at_the_identity() -> None:
+    # No gradient at the identity: only brightening past a threshold lowers this loss (like a
+    # hazy photo that scores little better when lightly dehazed but much better when fully).
+    photo = torch.full((1, 3, 32, 32), 0.5)
+
+    def threshold(images: torch.Tensor) -> torch.Tensor:
+        return -10 * torch.relu(images.mean() - 0.55)
+
+    settings = EditSettings(steps=10, fidelity=0.0, regularization=0.0)
+    assert float(optimize_edit(photo, threshold, ("exposure",), settings).retouch_full(photo).mean()) > 0.55
+    chain = Retoucher(("exposure", "color", "dehaze"))
+    coarse_start(chain, lambda: threshold(chain(photo)))
+    assert float(chain(photo).mean()) > 0.55
+
+
+def test_coarse_start_keeps_the_identity_when_nothing_beats_it() -> None:
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    chain = Retoucher(("exposure", "color", "dehaze"))
+    before = chain.state()
+    coarse_start(chain, lambda: (chain(photo) - photo).abs().mean())
+    assert all(torch.equal(before[k], v) for k, v in chain.state().items())
 
 
 def test_regularisers_hold_edits_back() -> None:
