@@ -128,7 +128,7 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
 
             def run(kind: str, attention: bool, losses: list[str], generic_name: str | None) -> None:
                 table, row = feats[kind]
-                ref_feats = Features(*(t[[row[i] for i in ref_ids]] for t in (table.z1, table.z2, table.z3)))
+                ref_feats = table.rows([row[i] for i in ref_ids])
                 torch.manual_seed(seed)
                 head = AttentionHead(channels, attention=attention).to(device)
                 generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,

@@ -35,8 +35,10 @@ from persaes.atomic import atomic_path
 from persaes.backbones import BackboneError, create_backbone, get_spec
 from persaes.model import BINS, SCORE_RANGE, AestheticModel, AttentionHead
 
-FORMAT = "persaes-checkpoint/1"
-_HEAD_KEYS = ("hidden", "attention", "dropout")
+FORMAT = "persaes-checkpoint/2"
+# Version 1 heads had no quality branch; their profiles must be rebuilt from the answers.
+_OLDER = {"persaes-checkpoint/1"}
+_HEAD_KEYS = ("hidden", "attention", "dropout", "stats_hidden")
 
 
 class CheckpointError(ValueError):
@@ -76,7 +78,8 @@ def model_metadata(model: AestheticModel, backbone_weights: str, **extra: Any) -
         "format": FORMAT,
         "backbone": model.spec.name,
         "backbone_weights": backbone_weights,
-        "head": {"hidden": head.hidden, "attention": head.attention, "dropout": head.dropout.p},
+        "head": {"hidden": head.hidden, "attention": head.attention, "dropout": head.dropout.p,
+                 "stats_hidden": head.stats_hidden},
         "bins": BINS,
         "score_range": list(SCORE_RANGE),
         "preprocessing": model.spec.preprocessing(),
@@ -139,6 +142,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
         meta = json.loads(header["persaes"])
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: no persaes metadata in the safetensors header") from None
+    if isinstance(meta, dict) and meta.get("format") in _OLDER:
+        raise CheckpointError(f"{path}: made by an older persaes (format {meta['format']!r}); "
+                              "run `persaes personalize` again on the same answers to rebuild it")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format') if isinstance(meta, dict) else meta!r}")
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):

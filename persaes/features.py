@@ -29,7 +29,8 @@ from persaes.images import ImageError
 from persaes.model import AestheticModel, load_square
 
 CACHE_ENV = "PERSAES_CACHE"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+_FIELDS = ("z1", "z2", "z3", "stats")
 """Bumped whenever what :meth:`AestheticModel.features` returns changes."""
 
 
@@ -44,19 +45,31 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 @dataclass
 class Features:
-    """Stacked features of N photos: ``z1`` N×C1×H1×W1, ``z2`` N×C2×H2×W2, ``z3`` N×C3 (float16 or 32)."""
+    """Stacked features of N photos: ``z1`` N×C1×H1×W1, ``z2`` N×C2×H2×W2, ``z3`` N×C3 (float16 or 32) and
+    ``stats`` N×17 (:func:`persaes.model.image_statistics`, float32)."""
 
     z1: Tensor
     z2: Tensor
     z3: Tensor
+    stats: Tensor
 
     def __len__(self) -> int:
         return self.z3.shape[0]
 
-    def take(self, index: Tensor | Sequence[int], device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def take(self, index: Tensor | Sequence[int],
+             device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Rows ``index`` as float32 tensors, ready for the head."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return tuple(t[index].to(device=device, dtype=torch.float32) for t in (self.z1, self.z2, self.z3))  # type: ignore[return-value]
+        return tuple(t[index].to(device=device, dtype=torch.float32) for t in self.tensors())  # type: ignore[return-value]
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(z1, z2, z3, stats)``."""
+        return self.z1, self.z2, self.z3, self.stats
+
+    def rows(self, index: Tensor | Sequence[int]) -> "Features":
+        """The photos ``index``, as ``Features``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Features(*(t[index] for t in self.tensors()))
 
     def pooled(self) -> Tensor:
         """Pooled ``Z3`` as float32, N×C3 (the KNN features)."""
@@ -65,7 +78,7 @@ class Features:
     @staticmethod
     def cat(parts: Sequence["Features"]) -> "Features":
         """Concatenate along photos."""
-        return Features(*(torch.cat([getattr(p, k) for p in parts]) for k in ("z1", "z2", "z3")))
+        return Features(*(torch.cat([getattr(p, k) for p in parts]) for k in _FIELDS))
 
 
 class FeatureCache:
@@ -90,7 +103,7 @@ class FeatureCache:
             return None
         try:
             t = load_file(str(path))
-            return Features(t["z1"], t["z2"], t["z3"])
+            return Features(*(t[k] for k in _FIELDS))
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
             return None
 
@@ -99,7 +112,7 @@ class FeatureCache:
         path = self._file(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file({k: getattr(feats, k).contiguous() for k in ("z1", "z2", "z3")}, str(tmp))
+            save_file({k: getattr(feats, k).contiguous() for k in _FIELDS}, str(tmp))
 
 
 @torch.no_grad()
@@ -108,8 +121,8 @@ def features_of_tensors(model: AestheticModel, images: Tensor, batch_size: int =
     device = next(model.parameters()).device
     parts = []
     for start in range(0, images.shape[0], batch_size):
-        z1, z2, z3 = model.features(images[start:start + batch_size].to(device))
-        parts.append(Features(z1.half().cpu(), z2.half().cpu(), z3.half().cpu()))
+        z1, z2, z3, stats = model.features(images[start:start + batch_size].to(device))
+        parts.append(Features(z1.half().cpu(), z2.half().cpu(), z3.half().cpu(), stats.float().cpu()))
     return Features.cat(parts)
 
 
@@ -136,7 +149,7 @@ def extract_features(
             return
         feats = features_of_tensors(model, torch.cat([t for _, _, t in todo]), batch_size)
         for row, (i, digest, _) in enumerate(todo):
-            one = Features(feats.z1[row:row + 1], feats.z2[row:row + 1], feats.z3[row:row + 1])
+            one = feats.rows([row])
             found[i] = one
             if cache is not None:
                 cache.put(digest, one)
@@ -168,5 +181,5 @@ def extract_features(
     order = sorted(found)
     if not order:
         empty = torch.empty(0)
-        return Features(empty, empty, empty), [], problems
+        return Features(empty, empty, empty, empty), [], problems
     return Features.cat([found[i] for i in order]), order, problems

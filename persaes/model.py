@@ -12,14 +12,21 @@ Design choices where the paper is silent (documented here, switchable where benc
 * Pooling: ``Z1' = A1·Z1`` and ``Z2' = A2·Z2`` are average-pooled; ``Z3`` is average-pooled
   (so only the pooled ``Z3`` vector is ever needed, which keeps the feature cache small).
 * ``attention=False`` replaces both maps by ones (the benchmark's ``no-attention`` ablation).
-* The concatenated vector is layer-normalised (its three parts have very different scales),
-  then goes through dropout and a 10-way linear layer; the output is the
-  softmax distribution over scores 1..10 and the score is its mean ``Σ i·pᵢ`` in ``[1, 10]``.
+* The concatenated vector goes through dropout and a 10-way linear layer. (It was
+  layer-normalised at first; that threw away the overall scale of the features and
+  ranked held-out photos worse, benchmarks/README.md.)
+* A quality branch: :func:`image_statistics` (tone, clipping, saturation, haze and colour
+  cast of the backbone's input) is standardised and fed through a small MLP whose 10
+  logits are added to the linear layer's. The frozen ImageNet features confuse "bright"
+  with "pretty content"; these statistics let the quality prior tell an over-exposed
+  photo from a light one (benchmarks/README.md, restore).
+* The output is the softmax distribution over scores 1..10 and the score is its mean
+  ``Σ i·pᵢ`` in ``[1, 10]``.
 
 Example::
 
     >>> head = AttentionHead((48, 120, 1280))
-    >>> p = head(torch.rand(2, 48, 33, 33), torch.rand(2, 120, 17, 17), torch.rand(2, 1280))
+    >>> p = head(torch.rand(2, 48, 33, 33), torch.rand(2, 120, 17, 17), torch.rand(2, 1280), torch.rand(2, STATS))
     >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(2)))
     (torch.Size([2, 10]), True)
 """
@@ -37,6 +44,9 @@ from persaes.images import load_image
 
 BINS = 10
 SCORE_RANGE = (1.0, 10.0)
+#: Length of the :func:`image_statistics` vector.
+STATS = 17
+_DARK_PATCH = 15
 
 
 def distribution_to_score(p: Tensor) -> Tensor:
@@ -47,6 +57,47 @@ def distribution_to_score(p: Tensor) -> Tensor:
     return p @ bins
 
 
+def image_statistics(image: Tensor) -> Tensor:
+    """Global tone, colour and haze statistics of ``[0, 1]`` RGB images (differentiable).
+
+    Args:
+        image: B×3×H×W in ``[0, 1]`` (the head uses the backbone's square input).
+
+    Returns:
+        B×17: luma (Rec. 601) mean and standard deviation; luma quantiles 1, 5, 25, 50, 75,
+        95 and 99 %; soft shares of clipped highlights (luma > 0.98) and crushed shadows
+        (luma < 0.02); mean saturation ``(max − min) / max``; colourfulness
+        (Hasler–Süsstrunk); mean dark channel (15×15 minimum of the channel minimum);
+        and the three channel means minus their average (the colour cast).
+
+    Example:
+        >>> image_statistics(torch.full((1, 3, 8, 8), 0.5))[0, :2]
+        tensor([0.5000, 0.0000])
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
+    luma = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).flatten(1)
+    levels = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=image.dtype, device=image.device)
+    top, bottom = image.amax(dim=1), image.amin(dim=1)
+    rg = (image[:, 0] - image[:, 1]).flatten(1)
+    yb = (0.5 * (image[:, 0] + image[:, 1]) - image[:, 2]).flatten(1)
+    colourfulness = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + 1e-8).sqrt() + 0.3 * (
+        rg.mean(1) ** 2 + yb.mean(1) ** 2 + 1e-8).sqrt()
+    dark = -F.max_pool2d(-bottom[:, None], _DARK_PATCH, 1, _DARK_PATCH // 2)
+    means = image.mean(dim=(2, 3))
+    return torch.cat([
+        luma.mean(1, keepdim=True),
+        luma.std(1, unbiased=False, keepdim=True),
+        torch.quantile(luma, levels, dim=1).T,
+        torch.sigmoid((luma - 0.98) / 0.005).mean(1, keepdim=True),
+        torch.sigmoid((0.02 - luma) / 0.005).mean(1, keepdim=True),
+        ((top - bottom) / top.clamp_min(1e-3)).flatten(1).mean(1, keepdim=True),
+        colourfulness[:, None],
+        dark.flatten(1).mean(1, keepdim=True),
+        means - means.mean(1, keepdim=True),
+    ], dim=1)
+
+
 class AttentionHead(nn.Module):
     """Attention regressor head on backbone features.
 
@@ -55,14 +106,17 @@ class AttentionHead(nn.Module):
         hidden: bottleneck width of the attention modules.
         attention: ``False`` for the no-attention ablation (maps fixed at 1).
         dropout: dropout before the final linear layer.
+        stats_hidden: width of the quality branch's MLP over :func:`image_statistics`.
 
     Shapes:
-        ``z1``: B×C1×H1×W1, ``z2``: B×C2×H2×W2 (any sizes), ``z3``: pooled B×C3.
+        ``z1``: B×C1×H1×W1, ``z2``: B×C2×H2×W2 (any sizes), ``z3``: pooled B×C3,
+        ``stats``: B×17 from :func:`image_statistics`.
         Output: B×10 softmax distribution.
     """
 
     def __init__(
-        self, channels: tuple[int, int, int], hidden: int = 32, attention: bool = True, dropout: float = 0.2
+        self, channels: tuple[int, int, int], hidden: int = 32, attention: bool = True, dropout: float = 0.2,
+        stats_hidden: int = 32,
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
@@ -76,9 +130,20 @@ class AttentionHead(nn.Module):
             self.a1_in = nn.Conv2d(c1, hidden, 1)
             self.a1_from_z2 = nn.Conv2d(c2, hidden, 1)
             self.a1_out = nn.Conv2d(hidden, 1, 1)
-        self.norm = nn.LayerNorm(c1 + c2 + c3)
+        self.stats_hidden = stats_hidden
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c1 + c2 + c3, BINS)
+        self.quality = nn.Sequential(nn.Linear(STATS, stats_hidden), nn.ReLU(), nn.Linear(stats_hidden, BINS))
+        self.register_buffer("stats_mean", torch.zeros(STATS))
+        self.register_buffer("stats_scale", torch.ones(STATS))
+
+    @torch.no_grad()
+    def standardize_stats(self, stats: Tensor) -> None:
+        """Set the quality branch's input standardisation from a sample of statistics (N×17, N ≥ 2)."""
+        if stats.ndim != 2 or stats.shape[1] != STATS or stats.shape[0] < 2:
+            raise ValueError(f"expected N×{STATS} statistics with N >= 2, got shape {tuple(stats.shape)}")
+        self.stats_mean.copy_(stats.mean(0))
+        self.stats_scale.copy_(stats.std(0).clamp_min(1e-3))
 
     def attention_maps(self, z1: Tensor, z2: Tensor, z3: Tensor) -> tuple[Tensor, Tensor]:
         """``A1`` (B×1×H1×W1) and ``A2`` (B×1×H2×W2), values in (0, 1); ones without attention."""
@@ -99,10 +164,11 @@ class AttentionHead(nn.Module):
         a1, a2 = self.attention_maps(z1, z2, z3)
         v1 = (a1 * z1).mean(dim=(2, 3))
         v2 = (a2 * z2).mean(dim=(2, 3))
-        return self.norm(torch.cat([v1, v2, z3], dim=1))
+        return torch.cat([v1, v2, z3], dim=1)
 
-    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor) -> Tensor:
-        return torch.softmax(self.fc(self.dropout(self.embed(z1, z2, z3))), dim=1)
+    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor) -> Tensor:
+        logits = self.fc(self.dropout(self.embed(z1, z2, z3)))
+        return torch.softmax(logits + self.quality((stats - self.stats_mean) / self.stats_scale), dim=1)
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:
@@ -126,7 +192,11 @@ def preprocess(image: Tensor, spec: BackboneSpec) -> Tensor:
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
-    image = resize_square(image, spec.input_size)
+    return normalize(resize_square(image, spec.input_size), spec)
+
+
+def normalize(image: Tensor, spec: BackboneSpec) -> Tensor:
+    """Normalise square ``[0, 1]`` RGB input with the backbone's mean and std."""
     mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device)[None, :, None, None]
     std = torch.tensor(spec.std, dtype=image.dtype, device=image.device)[None, :, None, None]
     return (image - mean) / std
@@ -150,10 +220,13 @@ class AestheticModel(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(Z1 on Z2's grid, Z2, pooled Z3)`` of ``[0, 1]`` RGB images B×3×H×W."""
-        z1, z2, z3 = self.backbone(preprocess(image, self.spec))
-        return F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3))
+    def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics)`` of ``[0, 1]`` RGB images B×3×H×W."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
+        square = resize_square(image, self.spec.input_size)
+        z1, z2, z3 = self.backbone(normalize(square, self.spec))
+        return F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3)), image_statistics(square)
 
     def forward(self, image: Tensor) -> Tensor:
         """Score distributions B×10 of ``[0, 1]`` RGB images B×3×H×W."""

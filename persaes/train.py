@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from persaes.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
 from persaes.model import AestheticModel, AttentionHead, distribution_to_score
 
-Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
 
 
 @dataclass
@@ -84,6 +84,8 @@ further (tuned on the simulated users of benchmarks/taste_retouch.py)."""
 
 AUTO_CANDIDATES = (0, 25, 50, 100, 200, 400)
 AUTO_HOLDOUT = 0.2
+#: Photos whose statistics set the quality branch's standardisation in :func:`train_generic`.
+STATS_SAMPLE = 2048
 
 
 def _pair_accuracy(head: AttentionHead, source: Source, pairs: Tensor) -> float:
@@ -153,10 +155,17 @@ def train_generic(
 
     Returns:
         The mean loss of each epoch.
+
+    The quality branch's input standardisation is set first, from the statistics of up to
+    :data:`STATS_SAMPLE` of the photos.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     rated = torch.arange(hists.shape[0]) if rated is None else rated
+    photos = rated if pairs is None else torch.cat([rated, pairs.reshape(-1)]).unique()
+    sample = photos[torch.randperm(len(photos), generator=generator)[:STATS_SAMPLE]]
+    if len(sample) >= 2:
+        head.standardize_stats(source(sample)[3].cpu())
     steps = max(1, -(-len(rated) // settings.batch_size))
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     device = next(head.parameters()).device
@@ -246,7 +255,7 @@ def live_source(model: AestheticModel, images: Tensor) -> Source:
     """A source that runs the backbone on ``images`` (N×3×H×W in ``[0, 1]``) at every step."""
     device = next(model.parameters()).device
 
-    def source(index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def source(index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return model.features(images[index].to(device))
 
     return source

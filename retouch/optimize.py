@@ -35,7 +35,8 @@ class EditSettings:
     """How edits are fitted.
 
     Attributes:
-        steps: optimisation steps per photo (or per batch for the network).
+        steps: optimisation steps per photo (or per batch for the network); 0 fits nothing
+            (not even :func:`coarse_start`), so the edit is the identity.
         lr: Adam learning rate.
         fidelity: weight of the mean absolute change from the input.
         regularization: weight of the ops' regularisers.
@@ -109,7 +110,9 @@ def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = ("exposur
     torch.manual_seed(seed)
     small = resize_to_fit(image, settings.work_size).detach()
     retoucher = Retoucher(ops).to(image.device)
-    coarse_start(retoucher, lambda: edit_objective(loss_fn, retoucher(small), small, retoucher.regularization(), settings))
+    if settings.steps > 0:
+        coarse_start(retoucher, lambda: edit_objective(loss_fn, retoucher(small), small, retoucher.regularization(),
+                                                        settings))
     optimizer = torch.optim.Adam(retoucher.parameters(), lr=settings.lr)
     best = (float("inf"), retoucher.state())
     for _ in range(settings.steps + 1):

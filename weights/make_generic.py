@@ -43,17 +43,23 @@ def degraded_features(model: AestheticModel, files: list[Path], seed: int, draws
     parts, owners = [], []
     for n, path in enumerate(files):
         base = file_digest(path)
-        for draw in range(draws):
-            for k, kind in enumerate(DEGRADATIONS):
-                key = hashlib.sha256(f"{base}/{kind}/{seed}/{draw}".encode()).hexdigest()
-                feats = cache.get(key)
-                if feats is None:
-                    image = load_image(path, max_side=2 * model.spec.input_size)[None]
-                    generator = torch.Generator().manual_seed(seed * 100003 + n * 7 + k + 1009 * draw)
-                    feats = features_of_tensors(model, degrade(image, kind, generator)[0])
-                    cache.put(key, feats)
-                parts.append(feats)
-                owners.append(n)
+        versions = [(draw, k, kind) for draw in range(draws) for k, kind in enumerate(DEGRADATIONS)]
+        keys = [hashlib.sha256(f"{base}/{kind}/{seed}/{draw}".encode()).hexdigest() for draw, _, kind in versions]
+        found = [cache.get(key) for key in keys]
+        missing = [i for i, feats in enumerate(found) if feats is None]
+        if missing:
+            image = load_image(path, max_side=2 * model.spec.input_size)[None]
+            batch = []
+            for i in missing:
+                draw, k, kind = versions[i]
+                generator = torch.Generator().manual_seed(seed * 100003 + n * 7 + k + 1009 * draw)
+                batch.append(degrade(image, kind, generator)[0])
+            computed = features_of_tensors(model, torch.cat(batch))
+            for row, i in enumerate(missing):
+                found[i] = computed.rows([row])
+                cache.put(keys[i], found[i])
+        parts.extend(found)
+        owners.extend([n] * len(versions))
         if n % 50 == 0:
             print(f"degraded features: {n}/{len(files)}", file=sys.stderr)
     return Features.cat(parts), owners

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persaes.model import AttentionHead, distribution_to_score
+from persaes.model import STATS, AttentionHead, distribution_to_score, image_statistics
+from retouch import degrade
 
 
 @pytest.mark.parametrize("size", [(260, 260), (123, 457), (600, 400), (32, 32)])
@@ -43,9 +44,46 @@ def test_attention_maps_weight_positions() -> None:
 def test_head_rejects_unpooled_z3() -> None:
     head = AttentionHead((8, 16, 32), hidden=4)
     with pytest.raises(ValueError, match="pooled"):
-        head(torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32, 3, 3))
+        head(torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32, 3, 3), torch.rand(1, STATS))
 
 
 def test_preprocess_rejects_non_rgb(random_model) -> None:
     with pytest.raises(ValueError, match="RGB"):
         random_model(torch.rand(1, 4, 64, 64))
+
+
+def test_image_statistics_read_tone_colour_and_haze() -> None:
+    flat = image_statistics(torch.full((1, 3, 16, 16), 0.5))[0]
+    assert flat.shape == (STATS,)
+    assert torch.allclose(flat[:9], torch.full((9,), 0.5).index_fill(0, torch.tensor([1]), 0.0), atol=1e-6)
+    assert torch.allclose(flat[-3:], torch.zeros(3), atol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    photo = torch.rand(1, 3, 32, 32, generator=g) * 0.6 + 0.2
+    over = image_statistics(degrade(photo, "over", 1)[0])[0]
+    under = image_statistics(degrade(photo, "under", 1)[0])[0]
+    base = image_statistics(photo)[0]
+    assert under[0] < base[0] < over[0]  # mean luma
+    assert over[9] > base[9] and under[10] > base[10]  # clipped highlights, crushed shadows
+    warm = photo * torch.tensor([1.2, 1.0, 0.8])[:, None, None]
+    assert image_statistics(warm.clamp(0, 1))[0, 14] > base[14]  # red cast
+    hazy = image_statistics(degrade(photo, "haze", 1)[0])[0]
+    assert hazy[13] > base[13]  # dark channel
+
+
+def test_image_statistics_pass_gradients() -> None:
+    x = torch.rand(2, 3, 24, 20, requires_grad=True)
+    image_statistics(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_quality_branch_is_standardised_and_moves_the_score() -> None:
+    head = AttentionHead((8, 16, 32), hidden=4, dropout=0.0).eval()
+    sample = torch.rand(50, STATS) * 3 + 2
+    head.standardize_stats(sample)
+    assert torch.allclose(head.stats_mean, sample.mean(0)) and torch.allclose(head.stats_scale, sample.std(0))
+    z = torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32)
+    with torch.no_grad():
+        one, other = (distribution_to_score(head(*z, s[None])) for s in sample[:2])
+    assert not torch.allclose(one, other)
+    with pytest.raises(ValueError, match="statistics"):
+        head.standardize_stats(torch.rand(1, STATS))

@@ -4,13 +4,15 @@ import torch
 
 from persaes.features import Features
 from persaes.losses import emd_loss
-from persaes.model import AttentionHead, distribution_to_score
+from persaes.model import STATS, AttentionHead, distribution_to_score
 from persaes.train import GenericSettings, PersonalSettings, train_generic, train_personal
 
 
 def _feats(n: int, seed: int = 0) -> Features:
+    """Random backbone features; the image statistics are all equal, so only the features can explain a target."""
     g = torch.Generator().manual_seed(seed)
-    return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g), torch.randn(n, 8, generator=g))
+    return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g), torch.randn(n, 8, generator=g),
+                    torch.zeros(n, STATS))
 
 
 def test_generic_stage_fits_histograms() -> None:

@@ -107,6 +107,12 @@ def other_format(folder: Path) -> Path:
     return write(folder / "bad.safetensors", tensors, {**meta, "format": "persaes-checkpoint/99"})
 
 
+def older_format(folder: Path) -> Path:
+    """A profile from before the quality branch (format 1)."""
+    tensors, meta = generic()
+    return write(folder / "bad.safetensors", tensors, {**meta, "format": "persaes-checkpoint/1"})
+
+
 def unknown_backbone(folder: Path) -> Path:
     tensors, meta = generic()
     return write(folder / "bad.safetensors", tensors, {**meta, "backbone": "resnet50"})
@@ -143,6 +149,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "nan-weights": (nan_weights, "holds NaN or infinite values (damaged file)"),
     "no-metadata": (no_metadata, "no persaes metadata in the safetensors header"),
     "other-format": (other_format, "unknown checkpoint format 'persaes-checkpoint/99'"),
+    "older-format": (older_format, "made by an older persaes (format 'persaes-checkpoint/1'); run `persaes personalize` "
+                                   "again on the same answers to rebuild it"),
     "retouch-model": (retouch_model_as_profile, "unknown checkpoint format 'persaes-retouchnet/1'"),
     "unknown-backbone": (unknown_backbone, "unknown backbone 'resnet50'; known: efficientnet_lite2, vgg16"),
     "vgg16-without-weights": (vgg16_profile, ""),
@@ -244,7 +252,7 @@ def test_bad_retouching_models_are_refused_in_one_line(album: Path, tmp_path: Pa
     for path, reason in [
         (no_ops, "metadata does not describe a retouching model (KeyError: 'ops')"),
         (other_ops, "tensors do not fit the model it describes (Missing key(s) in state_dict: "),
-        (profile, "not a persaes retouching model (format 'persaes-checkpoint/1')"),
+        (profile, "not a persaes retouching model (format 'persaes-checkpoint/2')"),
         (cut, "not a valid retouching model (Error while deserializing header: "),
     ]:
         refused(invoke("retouch", album, tmp_path / "out", "--model", path, "--device", "cpu"), path, reason)
