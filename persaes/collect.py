@@ -48,6 +48,7 @@ import mimetypes
 import os
 import random
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -294,6 +295,15 @@ class CollectServer(ThreadingHTTPServer):
         super().__init__((HOST, port), _Handler)
         self.session = session
         self.token = token
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that closes a connection mid-answer (a reload, a closed tab) is normal: stay quiet.
+
+        Anything else is still reported by the base class (a traceback on stderr).
+        """
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -259,6 +259,24 @@ def test_the_server_binds_to_localhost_only(album: Path, tmp_path: Path) -> None
     assert len(serve(session).token) >= 20 and serve(session).token != serve(session).token
 
 
+def test_a_browser_hanging_up_is_not_an_error(album: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    server = serve(CollectSession(album, tmp_path / "a.jsonl"), token="fixed")
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+            try:
+                raise error
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise RuntimeError("a real bug")
+        except RuntimeError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "RuntimeError: a real bug" in capsys.readouterr().err
+    finally:
+        server.server_close()
+
+
 def test_variants_mode_writes_edits_into_the_album(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
     stems = [p.stem for p in iter_images([album])]
