@@ -30,8 +30,8 @@ from persaes.model import AestheticModel, load_square
 
 CACHE_ENV = "PERSAES_CACHE"
 CACHE_VERSION = 3
-_FIELDS = ("z1", "z2", "z3", "stats")
 """Bumped whenever what :meth:`AestheticModel.features` returns changes."""
+_FIELDS = ("z1", "z2", "z3", "stats")
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -64,7 +64,7 @@ class Features:
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(z1, z2, z3, stats)``."""
-        return self.z1, self.z2, self.z3, self.stats
+        return tuple(getattr(self, k) for k in _FIELDS)  # type: ignore[return-value]
 
     def rows(self, index: Tensor | Sequence[int]) -> "Features":
         """The photos ``index``, as ``Features``."""
@@ -78,7 +78,7 @@ class Features:
     @staticmethod
     def cat(parts: Sequence["Features"]) -> "Features":
         """Concatenate along photos."""
-        return Features(*(torch.cat([getattr(p, k) for p in parts]) for k in _FIELDS))
+        return Features(*(torch.cat(column) for column in zip(*(p.tensors() for p in parts))))
 
 
 class FeatureCache:

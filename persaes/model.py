@@ -49,6 +49,11 @@ STATS = 17
 _DARK_PATCH = 15
 
 
+def _check_rgb(image: Tensor) -> None:
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
+
+
 def distribution_to_score(p: Tensor) -> Tensor:
     """Mean score ``Σ i·pᵢ`` (i = 1..10) of distributions ``p`` (B×10) → ``B`` in ``[1, 10]``."""
     if p.ndim != 2 or p.shape[1] != BINS:
@@ -74,8 +79,7 @@ def image_statistics(image: Tensor) -> Tensor:
         >>> image_statistics(torch.full((1, 3, 8, 8), 0.5))[0, :2]
         tensor([0.5000, 0.0000])
     """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
+    _check_rgb(image)
     luma = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).flatten(1)
     levels = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=image.dtype, device=image.device)
     top, bottom = image.amax(dim=1), image.amin(dim=1)
@@ -190,8 +194,7 @@ def preprocess(image: Tensor, spec: BackboneSpec) -> Tensor:
 
     Differentiable (bilinear with antialiasing when shrinking), so gradients reach the pixels.
     """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
+    _check_rgb(image)
     return normalize(resize_square(image, spec.input_size), spec)
 
 
@@ -222,8 +225,7 @@ class AestheticModel(nn.Module):
 
     def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics)`` of ``[0, 1]`` RGB images B×3×H×W."""
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
+        _check_rgb(image)
         square = resize_square(image, self.spec.input_size)
         z1, z2, z3 = self.backbone(normalize(square, self.spec))
         return F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3)), image_statistics(square)

@@ -246,10 +246,9 @@ class ColorAdjust(nn.Module):
             >>> round(float(soft_bound(start, 0.6).exp()), 3)
             0.8
         """
-        return [
-            {"raw_saturation": torch.full_like(self.raw_saturation, _LOG_SATURATION_BOUND * math.atanh(math.log(f) / _LOG_SATURATION_BOUND))}
-            for f in self.STARTS
-        ]
+        # the inverse of exp(soft_bound(raw, bound))
+        raws = [_LOG_SATURATION_BOUND * math.atanh(math.log(f) / _LOG_SATURATION_BOUND) for f in self.STARTS]
+        return [{"raw_saturation": torch.full_like(self.raw_saturation, raw)} for raw in raws]
 
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Scalar penalty: LUT total variation + mean |LUT residual| + mean |log gains| + mean |raw saturation|."""
