@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--album-photos", type=int, default=24)
-    ap.add_argument("--test-photos", type=int, default=12)
+    ap.add_argument("--test-photos", type=int, default=24)
     ap.add_argument("--steps", type=int, default=EditSettings.steps)
     ap.add_argument("--fidelity", type=float, default=EditSettings.fidelity)
     ap.add_argument("--users", default=",".join(TASTES))
