@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--album-photos", type=int, default=24)
     ap.add_argument("--test-photos", type=int, default=24)
+    ap.add_argument("--skip-photos", type=int, default=0,
+                    help="held-out photos to pass over after the album before the test photos "
+                         "(a second, disjoint test set for confirming a setting)")
     ap.add_argument("--steps", type=int, default=EditSettings.steps)
     ap.add_argument("--fidelity", type=float, default=EditSettings.fidelity)
     ap.add_argument("--users", default=",".join(TASTES))
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     held = heldout_photos(args.data / "images.csv")
     album_names = held[: args.album_photos]
-    test_names = held[args.album_photos: args.album_photos + args.test_photos]
+    first = args.album_photos + args.skip_photos
+    test_names = held[first: first + args.test_photos]
     settings = EditSettings(steps=args.steps, fidelity=args.fidelity)
     override = None
     if args.personal_iterations is not None or args.personal_lr is not None:
