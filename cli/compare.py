@@ -7,7 +7,7 @@ import sys
 import click
 
 from cli.common import device_option, progress, user_errors, warn
-from cli.retouch import ops_option, parse_ops
+from cli.retouch import fidelity_option, ops_option, parse_ops
 from persaes.backbones import BackboneError
 from persaes.report import compare_folder
 from persaes.scorer import load_scorer
@@ -20,10 +20,12 @@ from retouch.optimize import EditSettings
 @click.option("--out", "report", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @ops_option
 @click.option("--steps", default=EditSettings.steps, show_default=True, type=click.IntRange(0))
+@fidelity_option
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N photos.")
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def compare_cmd(in_dir: str, profile: str, report: str, ops: str, steps: int, limit: int | None, device: str) -> None:
+def compare_cmd(in_dir: str, profile: str, report: str, ops: str, steps: int, fidelity: float, limit: int | None,
+                device: str) -> None:
     """Retouch IN with the generic model and with a profile; write REPORT/index.html.
 
     Each row shows original | generic | personalized with both scores; REPORT/contact_sheet.png
@@ -36,7 +38,7 @@ def compare_cmd(in_dir: str, profile: str, report: str, ops: str, steps: int, li
     chosen = parse_ops(ops)
     generic = load_scorer("generic", device=device)
     personal = load_scorer(profile, device=device)
-    rows, failed = compare_folder(in_dir, report, generic, personal, chosen, EditSettings(steps=steps), limit,
+    rows, failed = compare_folder(in_dir, report, generic, personal, chosen, EditSettings(steps=steps, fidelity=fidelity), limit,
                                   progress=lambda items, n: progress(items, n, "retouching"), on_error=warn)
     click.echo(f"report of {len(rows)} photos: {report}/index.html")
     if failed:

@@ -31,6 +31,9 @@ def parse_ops(text: str) -> tuple[str, ...]:
 
 ops_option = click.option("--ops", default="exposure,color,dehaze", show_default=True,
                           help="Retouching ops to use, comma-separated.")
+fidelity_option = click.option("--fidelity", default=EditSettings.fidelity, show_default=True,
+                               type=click.FloatRange(0), help="How strongly fitted edits are held to the original "
+                               "(mean absolute change); higher gives gentler edits, 0 lets the loss decide alone.")
 
 
 @click.command("retouch")
@@ -42,11 +45,12 @@ ops_option = click.option("--ops", default="exposure,color,dehaze", show_default
 @ops_option
 @click.option("--steps", default=EditSettings.steps, show_default=True, type=click.IntRange(0),
               help="Optimisation steps per photo.")
+@fidelity_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def retouch_cmd(in_dir: str, out_dir: str, profile: str, model_path: str | None, ops: str, steps: int, seed: int,
-                device: str) -> None:
+def retouch_cmd(in_dir: str, out_dir: str, profile: str, model_path: str | None, ops: str, steps: int,
+                fidelity: float, seed: int, device: str) -> None:
     """Retouch every photo under IN into OUT (same relative paths), toward a profile's taste.
 
     IN is never written to. Finished photos are skipped on a rerun, so an interrupted
@@ -62,7 +66,7 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, model_path: str | None,
     if model_path:
         net, meta = load_retouch_net(model_path)
         net = net.to(scorer.device)
-    summary = retouch_folder(in_dir, out_dir, scorer, chosen, EditSettings(steps=steps), net, seed,
+    summary = retouch_folder(in_dir, out_dir, scorer, chosen, EditSettings(steps=steps, fidelity=fidelity), net, seed,
                              progress=lambda items, n: progress(items, n, "retouching"), on_error=warn,
                              model_name=Path(model_path).name if model_path else str(profile))
     click.echo(printable(f"{summary.done} photos retouched into {out_dir}, {summary.skipped} already done, "

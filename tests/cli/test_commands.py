@@ -68,6 +68,24 @@ def test_retouch_refuses_out_equal_to_in(photos: list[Path], tmp_path: Path) -> 
     assert (album / photos[0].name).read_bytes() == before and sorted(album.iterdir()) == [album / photos[0].name]
 
 
+def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -> None:
+    from persaes.images import load_image
+
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(photos[0], album / photos[0].name)
+    original = load_image(album / photos[0].name)
+    change = {}
+    for fidelity in ("0", "1000"):
+        out = tmp_path / f"out{fidelity}"
+        result = _run("retouch", str(album), str(out), "--steps", "5", "--fidelity", fidelity, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        change[fidelity] = float((load_image(out / photos[0].name) - original).abs().mean())
+    # held at 1000 the edit stays the identity (only re-encoding noise); free, the loss moves the photo
+    assert change["1000"] < 0.01 < change["0"]
+    assert _run("retouch", str(album), str(tmp_path / "neg"), "--fidelity", "-1").exit_code == 2
+
+
 def test_unknown_ops_are_a_usage_error(photos: list[Path], tmp_path: Path) -> None:
     result = _run("retouch", str(photos[0].parent), str(tmp_path / "out"), "--ops", "exposure,sharpen")
     assert result.exit_code == 2 and "sharpen" in result.stderr
