@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from persaes.retouch_files import load_retouch_net, retouch_folder, save_retouch
 from persaes.scorer import load_scorer
 from retouch import OPS
 from retouch.dehaze import resize_to_fit
-from retouch.optimize import EditSettings, train_retouch_net
+from retouch.optimize import NET_SETTINGS, EditSettings, train_retouch_net
 
 
 def parse_ops(text: str) -> tuple[str, ...]:
@@ -102,11 +103,12 @@ def _batches(files: list[Path], size: int, batch_size: int, seed: int) -> Iterat
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--size", default=256, show_default=True, type=click.IntRange(32), help="Training crop side.")
+@fidelity_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
 def train_retoucher_cmd(folder: str, out: str, profile: str, ops: str, epochs: int, batch_size: int, size: int,
-                        seed: int, device: str) -> None:
+                        fidelity: float, seed: int, device: str) -> None:
     """Train a small feed-forward retouching network over FOLDER against a profile's taste.
 
     \b
@@ -120,9 +122,10 @@ def train_retoucher_cmd(folder: str, out: str, profile: str, ops: str, epochs: i
         raise click.ClickException(f"{folder}: no photos found")
     loss = AestheticLoss(profile, device=device)
     steps = epochs * -(-len(files) // batch_size)
+    settings = replace(NET_SETTINGS, fidelity=fidelity)
     with click.progressbar(length=steps, label="training", file=sys.stderr) as bar:
-        net = train_retouch_net(lambda: _batches(files, size, batch_size, seed), loss, chosen, epochs,
+        net = train_retouch_net(lambda: _batches(files, size, batch_size, seed), loss, chosen, epochs, settings,
                                 seed=seed, device=loss.scorer.device, on_step=lambda step, value: bar.update(1))
     save_retouch_net(out, net, {"profile": str(profile), "trained_on": f"{len(files)} photos of {folder}",
-                                "epochs": epochs, "seed": seed})
+                                "epochs": epochs, "seed": seed, "edit_settings": settings.as_dict()})
     click.echo(f"retouching model written to {out}")

@@ -53,6 +53,11 @@ class EditSettings:
         return asdict(self)
 
 
+NET_SETTINGS = EditSettings(lr=0.01)
+"""Defaults for :func:`train_retouch_net`: a network shared by many photos trains with a smaller
+learning rate than one photo's parameters (``steps`` is unused there)."""
+
+
 def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor, settings: EditSettings) -> Tensor:
     """``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``."""
     return loss_fn(edited) + settings.fidelity * (edited - source).abs().mean() + settings.regularization * regularizer
@@ -139,11 +144,11 @@ def train_retouch_net(batches: Callable[[], Iterator[Tensor]], loss_fn: LossFn,
         loss_fn: images → scalar loss to minimise.
         ops: ops the network predicts.
         epochs: passes over ``batches()``.
-        settings: learning rate and regulariser weights (``steps`` is unused here).
+        settings: learning rate and regulariser weights (default :data:`NET_SETTINGS`).
         seed: fixes initialisation and dropout.
         on_step: ``on_step(step, objective)`` after every optimiser step.
     """
-    settings = settings or EditSettings(lr=0.01)
+    settings = settings or NET_SETTINGS
     torch.manual_seed(seed)
     net = RetouchNet(ops).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)

@@ -86,6 +86,35 @@ def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -
     assert _run("retouch", str(album), str(tmp_path / "neg"), "--fidelity", "-1").exit_code == 2
 
 
+def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    from persaes.images import load_image
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for photo in photos:
+        shutil.copy(photo, album / photo.name)
+    change = {}
+    for fidelity in ("0", "1000"):
+        model = tmp_path / f"net{fidelity}.safetensors"
+        result = _run("train-retoucher", str(album), "--out", str(model), "--ops", "exposure,color", "--epochs", "10",
+                      "--batch-size", "2", "--size", "64", "--fidelity", fidelity, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        with safe_open(str(model), framework="pt") as handle:
+            meta = json.loads(handle.metadata()["persaes"])
+        assert meta["edit_settings"]["fidelity"] == float(fidelity) and meta["ops"] == ["exposure", "color"]
+        out = tmp_path / f"out{fidelity}"
+        result = _run("retouch", str(album), str(out), "--model", str(model), "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert (out / "scores.csv").read_text().count("\n") == len(photos) + 1
+        change[fidelity] = sum(float((load_image(out / p.name) - load_image(p)).abs().mean()) for p in photos) / len(photos)
+    # the network starts at the identity; held at fidelity 1000 it stays near it, free it learns an edit
+    assert change["1000"] < 0.01 < change["0"], change
+
+
 def test_unknown_ops_are_a_usage_error(photos: list[Path], tmp_path: Path) -> None:
     result = _run("retouch", str(photos[0].parent), str(tmp_path / "out"), "--ops", "exposure,sharpen")
     assert result.exit_code == 2 and "sharpen" in result.stderr
