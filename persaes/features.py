@@ -29,8 +29,9 @@ from persaes.images import ImageError
 from persaes.model import AestheticModel, load_square
 
 CACHE_ENV = "PERSAES_CACHE"
-CACHE_VERSION = 3
-"""Bumped whenever what :meth:`AestheticModel.features` returns changes."""
+CACHE_VERSION = 4
+"""Bumped whenever what :meth:`AestheticModel.features` returns changes (4: computed by channels-last
+backbones, equal to version 3 up to rounding)."""
 _FIELDS = ("z1", "z2", "z3", "stats")
 
 
@@ -122,7 +123,9 @@ def features_of_tensors(model: AestheticModel, images: Tensor, batch_size: int =
     parts = []
     for start in range(0, images.shape[0], batch_size):
         z1, z2, z3, stats = model.features(images[start:start + batch_size].to(device))
-        parts.append(Features(z1.half().cpu(), z2.half().cpu(), z3.half().cpu(), stats.float().cpu()))
+        # contiguous, as they come back from the cache: the head then runs the same kernels on
+        # fresh and cached features, and a profile does not depend on which it was trained on
+        parts.append(Features(*(t.half().cpu().contiguous() for t in (z1, z2, z3)), stats.float().cpu().contiguous()))
     return Features.cat(parts)
 
 

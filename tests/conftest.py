@@ -15,10 +15,13 @@ PHOTOS = FIXTURES / "photos"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the feature cache of tests out of the user's home."""
-    monkeypatch.setenv("PERSAES_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the feature cache of tests out of the user's home, for every fixture (session-wide,
+    so module-scoped fixtures that personalize do not read features an older persaes left there)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PERSAES_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")
