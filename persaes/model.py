@@ -37,10 +37,13 @@ import os
 
 import torch
 import torch.nn.functional as F
+from kornia.color import rgb_to_grayscale
 from torch import Tensor, nn
 
 from persaes.backbones import BackboneSpec
 from persaes.images import load_image
+from retouch.dehaze import dark_channel
+from retouch.metrics import colourfulness
 
 BINS = 10
 SCORE_RANGE = (1.0, 10.0)
@@ -80,14 +83,9 @@ def image_statistics(image: Tensor) -> Tensor:
         tensor([0.5000, 0.0000])
     """
     _check_rgb(image)
-    luma = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).flatten(1)
+    luma = rgb_to_grayscale(image).flatten(1)
     levels = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=image.dtype, device=image.device)
     top, bottom = image.amax(dim=1), image.amin(dim=1)
-    rg = (image[:, 0] - image[:, 1]).flatten(1)
-    yb = (0.5 * (image[:, 0] + image[:, 1]) - image[:, 2]).flatten(1)
-    colourfulness = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + 1e-8).sqrt() + 0.3 * (
-        rg.mean(1) ** 2 + yb.mean(1) ** 2 + 1e-8).sqrt()
-    dark = -F.max_pool2d(-bottom[:, None], _DARK_PATCH, 1, _DARK_PATCH // 2)
     means = image.mean(dim=(2, 3))
     return torch.cat([
         luma.mean(1, keepdim=True),
@@ -96,8 +94,8 @@ def image_statistics(image: Tensor) -> Tensor:
         torch.sigmoid((luma - 0.98) / 0.005).mean(1, keepdim=True),
         torch.sigmoid((0.02 - luma) / 0.005).mean(1, keepdim=True),
         ((top - bottom) / top.clamp_min(1e-3)).flatten(1).mean(1, keepdim=True),
-        colourfulness[:, None],
-        dark.flatten(1).mean(1, keepdim=True),
+        colourfulness(image)[:, None],
+        dark_channel(image, _DARK_PATCH).flatten(1).mean(1, keepdim=True),
         means - means.mean(1, keepdim=True),
     ], dim=1)
 

@@ -33,13 +33,18 @@ def _scene(size: int = 64, seed: int = 0) -> torch.Tensor:
     return F.interpolate(blocks, size=(size, size), mode="nearest")
 
 
-def test_dark_channel_matches_brute_force() -> None:
+@pytest.mark.parametrize("patch", [1, 3, 5, 15])
+def test_dark_channel_matches_brute_force(patch: int) -> None:
     image = random_image(2, 3, 9, 7)
-    dark = dark_channel(image, patch=3)
+    dark = dark_channel(image, patch=patch)
     darkest = image.amin(dim=1)
-    for b, y, x in [(0, 0, 0), (1, 4, 3), (0, 8, 6), (1, 2, 6)]:
-        window = darkest[b, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
-        assert dark[b, 0, y, x] == window.min()
+    half = patch // 2
+    assert dark.shape == (2, 1, 9, 7)
+    for b in range(2):
+        for y in range(9):
+            for x in range(7):  # windows clipped at the border; 15 is larger than the image
+                window = darkest[b, max(0, y - half) : y + half + 1, max(0, x - half) : x + half + 1]
+                assert dark[b, 0, y, x] == window.min()
 
 
 def test_dark_channel_spreads_a_dark_pixel() -> None:
