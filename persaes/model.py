@@ -168,8 +168,18 @@ class AttentionHead(nn.Module):
         v2 = (a2 * z2).mean(dim=(2, 3))
         return torch.cat([v1, v2, z3], dim=1)
 
-    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor) -> Tensor:
+    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor, content_grad: float = 1.0) -> Tensor:
+        """Score distributions B×10.
+
+        ``content_grad`` scales the gradient that reaches the content path (attention, pooled
+        features, final linear layer) without changing the output: 1 trains it fully, 0
+        trains only the quality branch. The quality prior's ranking pairs use a fraction
+        (:class:`persaes.train.GenericSettings`), so that they teach mostly the
+        content-free statistics and leave the content path to the rated references.
+        """
         logits = self.fc(self.dropout(self.embed(z1, z2, z3)))
+        if content_grad != 1.0:
+            logits = content_grad * logits + (1.0 - content_grad) * logits.detach()
         return torch.softmax(logits + self.quality((stats - self.stats_mean) / self.stats_scale), dim=1)
 
 

@@ -33,7 +33,14 @@ Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
 
 @dataclass
 class GenericSettings:
-    """Generic stage: the paper's 10 epochs at batch 32 (Adam)."""
+    """Generic stage: the paper's 10 epochs at batch 32 (Adam).
+
+    ``pair_weight``, ``pair_margin`` and ``pair_content_grad`` shape the optional ranking term
+    on pairs (the quality prior); ``pair_content_grad`` is the share of that term's gradient
+    that reaches the head's content path (see :meth:`persaes.model.AttentionHead.forward`).
+    At 1 the pairs also reshape how photos are ranked by content, and held-out photos were
+    ranked by consensus beauty worse (benchmarks/README.md, restore).
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -41,6 +48,7 @@ class GenericSettings:
     weight_decay: float = 1e-4
     pair_weight: float = 1.0
     pair_margin: float = 0.1
+    pair_content_grad: float = 0.5
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -78,9 +86,11 @@ class PersonalSettings:
 CONTENT_TASTE = PersonalSettings()
 """Answers comparing different photos (taste in content): gentle fine-tuning (tuned on the
 personal-taste benchmark's dev participants)."""
-EDIT_TASTE = PersonalSettings(iterations=300, lr=1e-3)
+EDIT_TASTE = PersonalSettings(iterations=600, lr=1e-3)
 """Answers comparing versions of one photo (taste in edits): consistent answers that carry
-further (tuned on the simulated users of benchmarks/taste_retouch.py)."""
+further (tuned on the simulated users of benchmarks/taste_retouch.py; 600 iterations since
+the generic weights carry their quality prior mostly in the content-free branch, which a
+user who likes dark photos has to argue against)."""
 
 AUTO_CANDIDATES = (0, 25, 50, 100, 200, 400)
 AUTO_HOLDOUT = 0.2
@@ -180,7 +190,8 @@ def train_generic(
             loss = emd_loss(head(*source(index)), hists[index].to(device))
             if pair_batches is not None:
                 batch = pairs[next(pair_batches)]
-                scores = distribution_to_score(head(*source(batch.reshape(-1)))).reshape(-1, 2)
+                distributions = head(*source(batch.reshape(-1)), content_grad=settings.pair_content_grad)
+                scores = distribution_to_score(distributions).reshape(-1, 2)
                 loss = loss + settings.pair_weight * hinge_pair_loss(scores[:, 0], scores[:, 1], settings.pair_margin)
             optimizer.zero_grad()
             loss.backward()

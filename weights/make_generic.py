@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--pair-weight", type=float, default=3.0)
     ap.add_argument("--pair-margin", type=float, default=0.5)
+    ap.add_argument("--pair-content-grad", type=float, default=GenericSettings.pair_content_grad,
+                    help="share of the ranking pairs' gradient that reaches the head's content path")
     ap.add_argument("--draws", type=int, default=4, help="seeded degradations per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     head = model.head
     settings = GenericSettings(epochs=args.epochs, lr=args.lr, pair_weight=args.pair_weight,
-                               pair_margin=args.pair_margin)
+                               pair_margin=args.pair_margin, pair_content_grad=args.pair_content_grad)
     history = train_generic(head, feats.take, torch.cat([hists, torch.zeros(len(deg_feats), 10)]), settings,
                             args.seed, pairs=pairs, rated=torch.arange(len(ref_feats)))
     with torch.no_grad():

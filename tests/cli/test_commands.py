@@ -142,6 +142,9 @@ def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) 
     assert "report of 2 photos" in result.stdout
     from persaes.checkpoint import read_checkpoint
 
+    from persaes.train import CONTENT_TASTE, EDIT_TASTE
+
     training = read_checkpoint(out / "profile.safetensors")[1]["training"]
     # the example answers mostly compare versions of one photo: the edit-taste settings apply
-    assert training["answers_about_versions_of_one_photo"] > 0.5 and training["personal"]["iterations"] == 300
+    assert EDIT_TASTE != CONTENT_TASTE
+    assert training["answers_about_versions_of_one_photo"] > 0.5 and training["personal"] == EDIT_TASTE.as_dict()

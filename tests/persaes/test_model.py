@@ -87,3 +87,24 @@ def test_quality_branch_is_standardised_and_moves_the_score() -> None:
     assert not torch.allclose(one, other)
     with pytest.raises(ValueError, match="statistics"):
         head.standardize_stats(torch.rand(1, STATS))
+
+
+def test_content_grad_scales_only_the_content_paths_gradient() -> None:
+    torch.manual_seed(0)
+    head = AttentionHead((8, 16, 32), hidden=4).eval()
+    inputs = (torch.rand(3, 8, 6, 6), torch.rand(3, 16, 6, 6), torch.rand(3, 32), torch.rand(3, STATS))
+    grads, outputs = {}, {}
+    for share in (1.0, 0.5, 0.0):
+        head.zero_grad()
+        out = head(*inputs, content_grad=share)
+        distribution_to_score(out).sum().backward()
+        outputs[share] = out.detach()
+        grads[share] = {name: p.grad.clone() for name, p in head.named_parameters()}
+    # the output never changes; the content path's gradient is scaled, the quality branch's is not
+    assert torch.equal(outputs[1.0], outputs[0.5]) and torch.equal(outputs[1.0], outputs[0.0])
+    for name in ("fc.weight", "a2_in.weight", "context.weight"):
+        assert grads[1.0][name].abs().sum() > 0
+        assert torch.allclose(grads[0.5][name], 0.5 * grads[1.0][name], atol=1e-7)
+        assert not grads[0.0][name].any()
+    for name in ("quality.0.weight", "quality.2.bias"):
+        assert grads[0.0][name].abs().sum() > 0 and torch.allclose(grads[0.0][name], grads[1.0][name])
