@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 "spearman_std": statistics.pstdev(rhos) if len(rhos) > 1 else 0.0,
                 "pairwise_acc": statistics.fmean(r[1] for r in rows) if rows else math.nan,
                 "n": len(rows),
+                # every evaluated split in participant order (None where ρ is undefined), for paired comparisons
+                "spearman_per_split": [None if math.isnan(r[0]) else r[0] for r in results[name][x]],
             }
     out = {
         "methods": summary,
@@ -264,9 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     print(markdown_table(summary, xs))
+    if "full" in summary and "generic" in summary:
+        for x in xs:
+            mean, error, n = paired_difference(summary["full"][str(x)]["spearman_per_split"],
+                                               summary["generic"][str(x)]["spearman_per_split"])
+            print(f"\nfull − generic at X = {x}: {mean:+.4f} ± {error:.4f} (mean ± standard error over {n} splits)")
     print(f"\nparticipants used: {len(chosen)}, skipped splits (constant test ratings): {skipped}, "
           f"{out['seconds']} s")
     return 0
+
+
+def paired_difference(a: list[float | None], b: list[float | None]) -> tuple[float, float, int]:
+    """Mean and standard error of ``a − b`` over the splits where both have a value."""
+    diffs = [p - q for p, q in zip(a, b) if p is not None and q is not None]
+    if not diffs:
+        return math.nan, math.nan, 0
+    error = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    return statistics.fmean(diffs), error, len(diffs)
 
 
 def markdown_table(summary: dict[str, dict[str, dict[str, float]]], xs: list[int]) -> str:

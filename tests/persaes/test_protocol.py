@@ -103,3 +103,12 @@ def test_benchmark_runs_the_protocol_and_counts_constant_participants(tmp_path: 
     for method in result["methods"].values():
         cell = method["5"]
         assert cell["n"] == 2 and -1 <= cell["spearman_mean"] <= 1 and 0 <= cell["pairwise_acc"] <= 1
+        # one entry per evaluated split in participant order (the skipped participant has none)
+        values = cell["spearman_per_split"]
+        assert len(values) == 2 and abs(sum(values) / 2 - cell["spearman_mean"]) < 1e-12
+    full, generic = (result["methods"][m]["5"]["spearman_per_split"] for m in ("full", "generic"))
+    mean, _, n = module.paired_difference(full, generic)
+    assert n == 2 and abs(mean - (result["methods"]["full"]["5"]["spearman_mean"]
+                                  - result["methods"]["generic"]["5"]["spearman_mean"])) < 1e-12
+    mean, error, n = module.paired_difference([0.5, None, 0.2], [0.1, 0.3, 0.4])  # pairs: +0.4 and −0.2
+    assert n == 2 and abs(mean - 0.1) < 1e-12 and abs(error - 0.3) < 1e-12
