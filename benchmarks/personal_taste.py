@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generic-epochs", type=int, default=GenericSettings.epochs)
     ap.add_argument("--generic-lr", type=float, default=GenericSettings.lr)
     ap.add_argument("--personal-iterations", type=parse_iterations, default=PersonalSettings.iterations)
+    ap.add_argument("--personal-epochs", type=float, default=PersonalSettings.epochs,
+                    help="cap on passes over the pairs (0: no cap)")
     ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
     ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
     ap.add_argument("--layers", default=PersonalSettings.layers, choices=("all", "fc"))
@@ -203,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = tuple(float(v) for v in args.scale.split(","))
     device = resolve_device(args.device)
     generic_settings = GenericSettings(epochs=args.generic_epochs, lr=args.generic_lr)
-    personal_settings = PersonalSettings(iterations=args.personal_iterations, lr=args.personal_lr, anchor=args.anchor,
-                                         layers=args.layers)
+    personal_settings = PersonalSettings(iterations=args.personal_iterations, epochs=args.personal_epochs or None,
+                                         lr=args.personal_lr, anchor=args.anchor, layers=args.layers)
 
     images_csv = args.data / "images.csv"
     with open(images_csv, newline="", encoding="utf-8-sig") as handle:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     override = None
     if args.personal_iterations is not None or args.personal_lr is not None:
         override = PersonalSettings(iterations=args.personal_iterations or PersonalSettings.iterations,
-                                    lr=args.personal_lr or PersonalSettings.lr)
+                                    lr=args.personal_lr or PersonalSettings.lr, epochs=None)
     originals = [load_image(args.data / "images" / f"{n}.jpg", max_side=WORK_SIDE)[None] for n in test_names]
     generic_loss = AestheticLoss(load_scorer("generic", device=args.device))
     generic_out = [retouch_image(x, generic_loss, ("exposure", "color", "dehaze"), settings, seed=args.seed)

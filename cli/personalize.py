@@ -21,7 +21,8 @@ from persaes.train import PersonalSettings, parse_iterations
               "runs the paper's generic stage first. Default: start from the shipped generic weights.")
 @click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
 @click.option("--iterations", default=None,
-              help="Fine-tuning iterations, or 'auto' (held-out answers decide); default: chosen by the kind of answers.")
+              help="Fine-tuning iterations (exactly that many), or 'auto' (held-out answers decide); "
+              "default: chosen by the kind of answers.")
 @click.option("--finetune-backbone", is_flag=True, help="Fine-tune the backbone too (the paper's full fine-tune; meant for a GPU).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
@@ -41,7 +42,8 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
     progress = StageProgress()
     try:
         report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,
-                             personal=PersonalSettings(iterations=parse_iterations(iterations)) if iterations else None, finetune_backbone=finetune_backbone,
+                             personal=PersonalSettings(iterations=parse_iterations(iterations), epochs=None) if iterations else None,
+                             finetune_backbone=finetune_backbone,
                              progress=progress)
     finally:
         progress.close()

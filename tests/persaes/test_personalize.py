@@ -14,6 +14,7 @@ from persaes.preferences import Answer, append_answer
 from persaes.references import read_score_csv
 from persaes.retouch_files import save_photo
 from persaes.scorer import load_scorer
+from persaes.train import CONTENT_TASTE
 from retouch import expose
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "album"
@@ -67,7 +68,9 @@ def test_profile_metadata(dark_lover: dict[str, Path]) -> None:
     assert trained["answers"] == 30 and trained["inferred_pairs"] == 0 and trained["photos"] == 30
     assert len(trained["album_sha256"]) == 64 and meta["training"]["personal"]["loss"] == "hinge"
     # answers compare different photos (bright_X, X, dark_X are separate files): content-taste settings
-    assert meta["training"]["answers_about_versions_of_one_photo"] == 0 and meta["training"]["personal"]["iterations"] == 100
+    assert meta["training"]["answers_about_versions_of_one_photo"] == 0
+    assert meta["training"]["personal"] == CONTENT_TASTE.as_dict()
+    assert meta["training"]["personal_iterations_trained"] == 10  # 10 epochs over 30 answers at batch 32
 
 
 def test_same_inputs_and_seed_give_a_bit_identical_profile(dark_lover: dict[str, Path], tmp_path: Path) -> None:

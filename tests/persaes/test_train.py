@@ -43,14 +43,29 @@ def test_personal_stage_learns_an_ordering_and_anchor_holds_it_back() -> None:
     initial = [p.detach().clone() for p in free.parameters()]
     anchored = AttentionHead((4, 6, 8), hidden=4)
     anchored.load_state_dict(free.state_dict())
-    losses = train_personal(free, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2), seed=0)
-    train_personal(anchored, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2, anchor=100.0), seed=0)
+    losses = train_personal(free, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2, epochs=None), seed=0)
+    train_personal(anchored, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2, anchor=100.0, epochs=None),
+                   seed=0)
     assert accuracy(free) > 0.85 and accuracy(free) > start and losses[-1] < losses[0]
 
     def drift(head: AttentionHead) -> float:
         return sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(head.parameters(), initial))
 
     assert 0 < drift(anchored) < 0.5 * drift(free)
+
+
+def test_epochs_cap_the_fine_tune_by_the_number_of_pairs() -> None:
+    feats = _feats(40, seed=3)
+    every = torch.tensor([[i, j] for i in range(40) for j in range(40) if i != j])  # 1560 pairs
+
+    def iterations(n_pairs: int, **settings: float | None) -> int:
+        head = AttentionHead((4, 6, 8), hidden=4)
+        return len(train_personal(head, feats.take, every[:n_pairs], PersonalSettings(iterations=100, **settings)))
+
+    assert iterations(45, epochs=10.0) == 15  # ceil(10 · 45 / 32)
+    assert iterations(45, epochs=2.5) == 4  # ceil(2.5 · 45 / 32)
+    assert iterations(1560, epochs=10.0) == 100  # the iteration count is the tighter cap
+    assert iterations(45, epochs=None) == 100
 
 
 def test_auto_iterations_follow_held_out_answers() -> None:
