@@ -39,12 +39,11 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
       persaes personalize ~/Pictures/album --prefs answers.jsonl --out me.safetensors
     """
     logging.getLogger("persaes").setLevel(logging.ERROR)
+    personal = PersonalSettings(iterations=parse_iterations(iterations), epochs=None) if iterations else None
     progress = StageProgress()
     try:
         report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,
-                             personal=PersonalSettings(iterations=parse_iterations(iterations), epochs=None) if iterations else None,
-                             finetune_backbone=finetune_backbone,
-                             progress=progress)
+                             personal=personal, finetune_backbone=finetune_backbone, progress=progress)
     finally:
         progress.close()
     for problem in report.problems:

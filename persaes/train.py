@@ -93,8 +93,9 @@ class PersonalSettings:
 
 
 CONTENT_TASTE = PersonalSettings()
-"""Answers comparing different photos (taste in content): gentle fine-tuning (tuned on the
-personal-taste benchmark's dev participants)."""
+"""Answers comparing different photos (taste in content): gentle fine-tuning, at most 100
+iterations and 10 passes over the pairs (tuned on the personal-taste benchmark's dev
+participants)."""
 EDIT_TASTE = PersonalSettings(iterations=600, lr=1e-3, epochs=None)
 """Answers comparing versions of one photo (taste in edits): consistent answers that carry
 further (tuned on the simulated users of benchmarks/taste_retouch.py; 600 iterations since

@@ -59,6 +59,26 @@ def test_unreadable_preference_file(photos: list[Path], tmp_path: Path) -> None:
     assert not (tmp_path / "o.safetensors").exists()
 
 
+def test_personalize_trains_exactly_the_iterations_asked_for(photos: list[Path], tmp_path: Path) -> None:
+    from persaes.scorer import load_scorer
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in photos:
+        shutil.copy(p, album / p.name)
+    names = [p.name for p in photos]
+    prefs = tmp_path / "answers.jsonl"
+    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{l}"}}\n' for w, l in zip(names, names[1:])))
+    counts = {}
+    for label, extra in (("default", []), ("asked", ["--iterations", "30"])):
+        out = tmp_path / f"{label}.safetensors"
+        result = _run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu", *extra)
+        assert result.exit_code == 0, result.output
+        counts[label] = load_scorer(out, device="cpu").metadata["training"]["personal_iterations_trained"]
+    # 3 answers and 2 inferred pairs: the default content-taste settings stop after 10 passes (2 iterations)
+    assert counts == {"default": 2, "asked": 30}
+
+
 def test_retouch_refuses_out_equal_to_in(photos: list[Path], tmp_path: Path) -> None:
     album = tmp_path / "album"
     album.mkdir()
