@@ -240,8 +240,8 @@ def train_personal(
     if settings.loss not in PAIR_LOSSES:
         raise ValueError(f"unknown pairwise loss {settings.loss!r}; known: {', '.join(PAIR_LOSSES)}")
     if settings.iterations == "auto":
-        settings = replace(settings, iterations=choose_iterations(head, source, pairs, settings, seed), epochs=None)
-    if settings.epochs is not None:
+        settings = replace(settings, iterations=choose_iterations(head, source, pairs, settings, seed))
+    elif settings.epochs is not None:
         cap = math.ceil(settings.epochs * len(pairs) / settings.batch_size)
         settings = replace(settings, iterations=min(int(settings.iterations), cap))
     torch.manual_seed(seed)

@@ -161,7 +161,6 @@ def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) 
     assert all(not re.match(r"^[a-z]+://", link) and (out / "report" / link).is_file() for link in parser.links)
     assert "report of 2 photos" in result.stdout
     from persaes.checkpoint import read_checkpoint
-
     from persaes.train import CONTENT_TASTE, EDIT_TASTE
 
     training = read_checkpoint(out / "profile.safetensors")[1]["training"]
