@@ -9,7 +9,9 @@ For each simulated user (``persaes.simulate.TASTES``: *bright-and-vivid* and
 variants ``persaes prefs collect --variants`` makes) gets 100 answers from the user's taste
 function (within-photo pairs first, then pairs of different photos), written through the
 preference file the CLI writes; ``personalize`` makes the profile; a further set of held-out
-photos is retouched with the generic model and with the profile. Reported per user: the
+photos is retouched with the generic model and with the profile (on top of the generic
+retouch, as ``persaes retouch --profile`` does; ``--base none``: from the original photo).
+Reported per user: the
 share of photos whose personalized output the user's taste prefers to the generic output
 (win rate), and the mean change of each taste feature (personalized minus generic).
 """
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=EditSettings.steps)
     ap.add_argument("--fidelity", type=float, default=EditSettings.fidelity)
     ap.add_argument("--users", default=",".join(TASTES))
+    ap.add_argument("--base", choices=("generic", "none"), default="generic",
+                    help="what the profile's edit is fitted on: the generic retouch or the original photo")
     ap.add_argument("--personal-iterations", type=parse_iterations, default=None,
                     help="override the personal stage (default: chosen by the kind of answers)")
     ap.add_argument("--personal-lr", type=float, default=None)
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             report = personalize(album, prefs, profile, device=args.device, seed=args.seed,
                                  personal=override)
             loss = AestheticLoss(load_scorer(profile, device=args.device))
-            personal_out = [retouch_image(x, loss, ("exposure", "color", "dehaze"), settings, seed=args.seed)
+            base = generic_loss if args.base == "generic" else None
+            personal_out = [retouch_image(x, loss, ("exposure", "color", "dehaze"), settings, seed=args.seed, base=base)
                             for x in originals]
         with torch.no_grad():
             g = torch.cat([taste_features(x) for x in generic_out])
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{user_name} done ({time.time() - started:.0f} s)", file=sys.stderr)
 
-    out = {"users": results, "album_photos": len(album_names), "test_photos": len(test_names), "steps": args.steps,
+    out = {"users": results, "base": args.base, "album_photos": len(album_names), "test_photos": len(test_names), "steps": args.steps,
            "seconds": round(time.time() - started, 1),
            "command": " ".join(["python", "benchmarks/taste_retouch.py", *(argv if argv is not None else sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)

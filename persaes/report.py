@@ -60,7 +60,8 @@ def compare_folder(
     progress: Callable[[Iterator[tuple[Path, Path]], int], Iterator[tuple[Path, Path]]] | None = None,
     on_error: Callable[[str], None] | None = None,
 ) -> tuple[list[Row], list[str]]:
-    """Retouch ``in_dir`` with both scorers and write the report. Returns (rows, failures)."""
+    """Retouch ``in_dir`` with the generic scorer, and with the personal one on top of the
+    generic retouch (as ``persaes retouch --profile`` does); write the report. Returns (rows, failures)."""
     in_dir, report_dir = Path(in_dir), Path(report_dir)
     sources = [src for src, _ in plan(in_dir, report_dir / "generic")]
     if limit is not None:
@@ -73,9 +74,9 @@ def compare_folder(
                 os.symlink(src.resolve(), link)
         in_dir = subset
     summaries: list[RetouchSummary] = []
-    for name, scorer in (("generic", generic), ("personal", personal)):
+    for name, scorer, base in (("generic", generic, None), ("personal", personal, generic)):
         summaries.append(retouch_folder(in_dir, report_dir / name, scorer, ops, settings, progress=progress,
-                                        on_error=on_error, model_name=name))
+                                        on_error=on_error, model_name=name, base=base))
     failed = sorted({f for s in summaries for f in s.failed})
     rows: list[Row] = []
     sheet: list[list[Image.Image]] = []

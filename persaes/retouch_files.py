@@ -6,7 +6,9 @@
 * ``OUT/scores.csv`` lists each photo's score before and after under the model used,
   rewritten atomically after every photo.
 * Edits come from per-photo optimisation (:func:`retouch.optimize.optimize_edit`) or
-  from a trained :class:`retouch.RetouchNet` (one pass).
+  from a trained :class:`retouch.RetouchNet` (one pass). A profile's fitted edit is made
+  on top of the generic model's (``base``), so personal retouching is the generic
+  retouch plus the user's taste.
 
 Example::
 
@@ -131,17 +133,25 @@ def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
 
 
 def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settings: EditSettings,
-                  net: RetouchNet | None = None, seed: int = 0) -> Tensor:
+                  net: RetouchNet | None = None, seed: int = 0, base: AestheticLoss | None = None) -> Tensor:
     """Retouched full-size 1×3×H×W: a fitted edit (``net`` None) or the network's one pass.
+
+    With ``base`` (the generic model's loss), ``base``'s fitted edit is made first and
+    ``loss``'s edit is then fitted on its result (fidelity measured to that result): a
+    profile's taste is a change on top of the generic retouch, so it keeps the generic
+    model's corrections (haze, casts, exposure) unless the profile argues against them.
 
     A greyscale photo (all channels equal) stays greyscale: its result is turned back into
     grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
     """
     if net is not None:
+        if base is not None:
+            raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
         with torch.no_grad():
             result = net(image)
     else:
-        result = optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
+        start = image if base is None else optimize_edit(image, base, ops, settings, seed).retouch_full(image)
+        result = optimize_edit(start, loss, ops, settings, seed).retouch_full(start)
     if torch.equal(image[:, 0], image[:, 1]) and torch.equal(image[:, 1], image[:, 2]):
         result = rgb_to_grayscale(result).expand_as(result).contiguous()
     return result
@@ -158,14 +168,20 @@ def retouch_folder(
     progress: Callable[[Iterator[tuple[Path, Path]], int], Iterator[tuple[Path, Path]]] | None = None,
     on_error: Callable[[str], None] | None = None,
     model_name: str = "",
+    base: Scorer | None = None,
 ) -> RetouchSummary:
-    """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring)."""
+    """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring).
+
+    ``base``: a scorer whose fitted edit is made first, ``scorer``'s on top of it (see
+    :func:`retouch_image`); scores before and after are ``scorer``'s.
+    """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     pairs = plan(in_dir, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)  # left by a killed run; its finished photos are whole
     settings = settings or EditSettings()
     loss = AestheticLoss(scorer)
+    base_loss = AestheticLoss(base) if base is not None else None
     device = scorer.device
     scores_path = out_dir / SCORES_FILE
     scores = _read_scores(scores_path)
@@ -177,7 +193,7 @@ def retouch_folder(
         try:
             full = to_tensor(open_rgb(src))[None].to(device)  # refuses bad files and bombs before anything else
             exif, icc_profile = source_metadata(src)
-            result = retouch_image(full, loss, ops, settings, net, seed)
+            result = retouch_image(full, loss, ops, settings, net, seed, base_loss)
             with torch.no_grad():
                 before, after = scorer.score([resize_to_fit(full, 512), resize_to_fit(result, 512)]).tolist()
         except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo

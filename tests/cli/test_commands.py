@@ -106,6 +106,24 @@ def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -
     assert _run("retouch", str(album), str(tmp_path / "neg"), "--fidelity", "-1").exit_code == 2
 
 
+def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], tmp_path: Path) -> None:
+    from persaes.scorer import resolve_weights
+
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(photos[0], album / photos[0].name)
+    profile = str(resolve_weights("generic"))  # a profile file (the generic weights stand in for one)
+    outputs = {}
+    for name, extra in (("stacked", []), ("alone", ["--base", "none"]), ("generic", ["--profile", "generic"])):
+        out = tmp_path / name
+        args = ["--profile", profile, *extra] if name != "generic" else extra
+        result = _run("retouch", str(album), str(out), "--steps", "3", "--device", "cpu", *args)
+        assert result.exit_code == 0, result.output
+        outputs[name] = (out / photos[0].name).read_bytes()
+    # the same model alone (--base none) or as plain --profile generic: one fit; stacked: a second fit on top
+    assert outputs["alone"] == outputs["generic"] != outputs["stacked"]
+
+
 def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_path: Path) -> None:
     import json
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from persaes.retouch_files import RetouchError, load_retouch_net, plan, retouch_folder, save_retouch_net
+from persaes.retouch_files import RetouchError, load_retouch_net, plan, retouch_folder, retouch_image, save_retouch_net
 from persaes.scorer import load_scorer
 from retouch import RetouchNet
 from retouch.optimize import EditSettings
@@ -101,3 +101,31 @@ def test_greyscale_photos_stay_greyscale(scorer, photos: list[Path], tmp_path: P
     retouch_folder(album, tmp_path / "out", scorer, ("exposure", "color"), EditSettings(steps=3, work_size=96))
     out = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "grey.jpg").convert("RGB"))).int()
     assert (out[..., 0] - out[..., 2]).abs().max() <= 3 and (out[..., 0] - out[..., 1]).abs().max() <= 3
+
+
+def _brighter(images: torch.Tensor) -> torch.Tensor:
+    return 5.0 * (1.0 - images.mean())
+
+
+def _indifferent(images: torch.Tensor) -> torch.Tensor:
+    return images.sum() * 0.0
+
+
+def test_a_profile_edit_on_top_of_the_base_keeps_the_base_correction() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 40, 56) * 0.5
+    settings = EditSettings(steps=5, work_size=32, fidelity=0.5)
+    brightened = retouch_image(image, _brighter, ("exposure",), settings)
+    alone = retouch_image(image, _indifferent, ("exposure",), settings)
+    stacked = retouch_image(image, _indifferent, ("exposure",), settings, base=_brighter)
+    assert brightened.mean() > image.mean() + 0.02
+    assert torch.allclose(alone, image, atol=1e-5)  # no taste and no base: the identity
+    assert torch.allclose(stacked, brightened, atol=1e-5)  # no taste on top: the base's edit stays
+    eager = retouch_image(image, _brighter, ("exposure",), settings, base=_brighter)
+    assert eager.mean() > brightened.mean()  # a taste on top moves further from the base's result
+
+
+def test_a_retouching_model_takes_no_base() -> None:
+    with pytest.raises(ValueError, match="one pass"):
+        retouch_image(torch.rand(1, 3, 8, 8), _brighter, ("exposure",), FAST, net=RetouchNet(("exposure",)),
+                      base=_brighter)
