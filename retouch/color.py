@@ -28,10 +28,11 @@ __all__ = [
 # Smallest chroma treated as non-zero when bounding the saturation scale; only keeps the division finite.
 _CHROMA_EPS = 1e-6
 # ColorAdjust keeps edits natural: log gains within +-0.2 (gains in [0.82, 1.22]), the log saturation within
-# +-0.6 (factor in [0.55, 1.8]) and each LUT residual entry within +-0.05.
+# +-0.6 (factor in [0.55, 1.8]) and each LUT residual entry within +-0.01: a looser LUT is where a fit
+# exploits the scorer (colour-cast photos scored above their originals while moving away from them).
 _LOG_GAIN_BOUND = 0.2
 _LOG_SATURATION_BOUND = 0.6
-_LUT_RESIDUAL_BOUND = 0.05
+_LUT_RESIDUAL_BOUND = 0.01
 
 
 def check_image(image: Tensor, name: str = "image") -> None:
@@ -200,7 +201,7 @@ class ColorAdjust(nn.Module):
     * ``log_gains`` :math:`(1, 3)`: white-balance gains are ``exp(soft_bound(log_gains, 0.2))``; neutral 0.
     * ``raw_saturation`` :math:`(1,)`: the saturation factor is ``exp(soft_bound(raw_saturation, 0.6))``;
       neutral 0.
-    * ``lut_residual`` :math:`(1, 3, S, S, S)`: ``soft_bound(lut_residual, 0.05)`` is added to :func:`identity_lut`, the sum clipped to :math:`[0, 1]`;
+    * ``lut_residual`` :math:`(1, 3, S, S, S)`: ``soft_bound(lut_residual, 0.01)`` is added to :func:`identity_lut`, the sum clipped to :math:`[0, 1]`;
       neutral 0.
 
     :meth:`render` takes the same tensors with a leading batch of 1 or ``B`` (per-image parameters).

@@ -17,10 +17,12 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import guided_blur
 from torch import Tensor, nn
 
-from .color import check_image, per_image
+from .color import check_image, per_image, soft_bound
 
 __all__ = [
     "AIRLIGHT_MIN",
+    "AIRLIGHT_OFFSET_BOUND",
+    "DEHAZE_WORK_SIZE",
     "Dehaze",
     "clip_straight_through",
     "dark_channel",
@@ -34,6 +36,11 @@ __all__ = [
 
 #: Lowest airlight used by :class:`Dehaze` and the baseline, so that I / A stays bounded.
 AIRLIGHT_MIN = 0.05
+#: Largest correction :class:`Dehaze` makes to the estimated airlight, per channel. Errors in the airlight are
+#: amplified by 1 / t in the recovered scene, so a fit that used it as a free colour knob damaged photos.
+AIRLIGHT_OFFSET_BOUND = 0.05
+#: Default longest side of the copy :class:`Dehaze` estimates the transmission on.
+DEHAZE_WORK_SIZE = 512
 # Lowest transmission floor of :class:`Dehaze` (the sigmoid of a very negative raw value underflows to 0).
 _T_MIN_FLOOR = 1e-3
 
@@ -295,8 +302,8 @@ class Dehaze(nn.Module):
     Parameters (neutral values give the identity):
 
     * ``raw_strength`` :math:`(1,)`: strength ``tanh(raw_strength)`` in :math:`(-1, 1)`; neutral 0.
-    * ``airlight_offset`` :math:`(1, 3)`: added to the estimated airlight (the sum clipped to
-      :math:`[0.05, 1]`); neutral 0.
+    * ``airlight_offset`` :math:`(1, 3)`: ``soft_bound(airlight_offset, 0.05)`` is added to the estimated
+      airlight (the sum clipped to :math:`[0.05, 1]`); neutral 0.
     * ``raw_t_min`` :math:`(1,)`: transmission floor ``sigmoid(raw_t_min)`` (at least 0.001); starts at
       :math:`t_0 = 0.1`.
 
@@ -331,7 +338,7 @@ class Dehaze(nn.Module):
         omega: float = 0.95,
         radius: int = 60,
         eps: float = 1e-3,
-        work_size: int = 256,
+        work_size: int = DEHAZE_WORK_SIZE,
         refine_radius: int | None = None,
     ) -> None:
         super().__init__()
@@ -353,7 +360,8 @@ class Dehaze(nn.Module):
         """Apply the op with raw ``params`` (this module's parameter names, batch 1 or B) to ``image``."""
         check_image(image)
         small = resize_to_fit(image, self.work_size)
-        airlight = estimate_airlight(small, dark_channel(small, self.patch)) + params["airlight_offset"]
+        offset = soft_bound(params["airlight_offset"], AIRLIGHT_OFFSET_BOUND)
+        airlight = estimate_airlight(small, dark_channel(small, self.patch)) + offset
         airlight = airlight.clamp(AIRLIGHT_MIN, 1.0)
         strength = torch.tanh(params["raw_strength"])
         refined = transmission(small, strength, airlight, self.patch, self.omega, self.radius, self.eps)
@@ -377,6 +385,10 @@ class Dehaze(nn.Module):
         return [{"raw_strength": torch.full_like(self.raw_strength, math.atanh(s))} for s in self.STARTS]
 
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Scalar penalty: mean |strength| + mean |airlight offset|."""
+        """Scalar penalty: mean |airlight offset|.
+
+        The strength is not charged here: the fitting's fidelity term already charges every pixel that dehazing
+        changes, and charging it twice kept dark hazy photos hazy.
+        """
         params = dict(self.named_parameters()) if params is None else params
-        return torch.tanh(params["raw_strength"]).abs().mean() + params["airlight_offset"].abs().mean()
+        return params["airlight_offset"].abs().mean()

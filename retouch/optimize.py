@@ -45,7 +45,7 @@ class EditSettings:
 
     steps: int = 25
     lr: float = 0.03
-    fidelity: float = 4.0
+    fidelity: float = 2.0
     regularization: float = 1.0
     work_size: int = 256
 

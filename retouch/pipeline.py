@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .color import ColorAdjust, check_image
-from .dehaze import Dehaze, resize_to_fit
+from .dehaze import DEHAZE_WORK_SIZE, Dehaze, resize_to_fit
 from .exposure import ExposureCurves
 
 __all__ = ["OPS", "RetouchNet", "Retoucher"]
@@ -53,7 +53,7 @@ class Retoucher(nn.Module):
         exposure_grid: tuple[int, int] = (1, 1),
         lut_size: int = 9,
         dehaze_patch: int = 15,
-        dehaze_work_size: int = 256,
+        dehaze_work_size: int = DEHAZE_WORK_SIZE,
     ) -> None:
         super().__init__()
         chosen = set(ops)
@@ -96,7 +96,7 @@ class Retoucher(nn.Module):
 
     @classmethod
     def from_state(
-        cls, state: Mapping[str, Tensor], *, dehaze_patch: int = 15, dehaze_work_size: int = 256
+        cls, state: Mapping[str, Tensor], *, dehaze_patch: int = 15, dehaze_work_size: int = DEHAZE_WORK_SIZE
     ) -> Retoucher:
         """Rebuild a ``Retoucher`` from :meth:`state`; ops, curve iterations, grid and LUT size follow the shapes.
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from persaes.retouch_files import RetouchError, load_retouch_net, plan, retouch_folder, retouch_image, save_retouch_net
+from persaes.retouch_files import TASTE_FIDELITY_SHARE, RetouchError, load_retouch_net, plan, retouch_folder, retouch_image, save_retouch_net
 from persaes.scorer import load_scorer
 from retouch import RetouchNet
 from retouch.optimize import EditSettings
@@ -123,6 +124,23 @@ def test_a_profile_edit_on_top_of_the_base_keeps_the_base_correction() -> None:
     assert torch.allclose(stacked, brightened, atol=1e-5)  # no taste on top: the base's edit stays
     eager = retouch_image(image, _brighter, ("exposure",), settings, base=_brighter)
     assert eager.mean() > brightened.mean()  # a taste on top moves further from the base's result
+
+
+def _mildly_brighter(images: torch.Tensor) -> torch.Tensor:
+    return 3.0 * (1.0 - images.mean())
+
+
+def test_a_profile_edit_on_top_of_the_base_is_held_with_a_share_of_the_fidelity() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 40, 56) * 0.5
+    settings = EditSettings(steps=5, work_size=32, fidelity=2.0)
+    # the base keeps the photo; held with the full fidelity weight, the taste would not move it either
+    stacked = retouch_image(image, _mildly_brighter, ("exposure",), settings, base=_indifferent)
+    shared = replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+    assert TASTE_FIDELITY_SHARE < 0.75
+    assert torch.allclose(stacked, retouch_image(image, _mildly_brighter, ("exposure",), shared), atol=1e-5)
+    assert stacked.mean() > image.mean() + 0.02
+    assert torch.allclose(retouch_image(image, _mildly_brighter, ("exposure",), settings), image, atol=1e-5)
 
 
 def test_a_retouching_model_takes_no_base() -> None:

@@ -12,6 +12,8 @@ from torch.autograd import gradcheck
 
 from retouch.degrade import add_haze
 from retouch.dehaze import (
+    AIRLIGHT_MIN,
+    AIRLIGHT_OFFSET_BOUND,
     Dehaze,
     clip_straight_through,
     dark_channel,
@@ -201,7 +203,24 @@ def test_module_dehazes_and_is_resolution_independent() -> None:
     assert dark_channel(full, 7).mean() < 0.6 * dark_channel(hazy, 7).mean()
     small = module(resize_to_fit(hazy, 64))
     assert (resize_to_fit(full, 64) - small).abs().mean() < 0.01
+    assert module.regularization() == 0  # the strength is charged by the fit's fidelity term, not here
+    with torch.no_grad():
+        module.airlight_offset.fill_(0.01)
     assert module.regularization() > 0
+
+
+def test_module_airlight_offset_is_bounded() -> None:
+    module = Dehaze(patch=7, radius=16, work_size=64)
+    hazy = add_haze(_scene(64), 1.2, 0.8)
+    with torch.no_grad():
+        module.raw_strength.fill_(1.0)
+        module.airlight_offset.fill_(100.0)
+        out = module(hazy)
+        estimated = estimate_airlight(hazy, dark_channel(hazy, 7))
+        strength = torch.tanh(module.raw_strength)
+        bounded = (estimated + AIRLIGHT_OFFSET_BOUND).clamp(AIRLIGHT_MIN, 1.0)
+        expected = recover(hazy, transmission(hazy, strength, bounded, 7, radius=16), bounded, 0.1)
+    assert AIRLIGHT_OFFSET_BOUND <= 0.05 and torch.allclose(out, expected, atol=1e-5)
 
 
 @settings(max_examples=15, deadline=None)
