@@ -41,8 +41,9 @@ fidelity_option = click.option("--fidelity", default=EditSettings.fidelity, show
 @click.argument("in_dir", metavar="IN", type=click.Path(file_okay=False))
 @click.argument("out_dir", metavar="OUT", type=click.Path(file_okay=False))
 @click.option("--profile", default="generic", show_default=True, help="Personal profile (or shipped name) to retouch toward.")
-@click.option("--base", default="generic", show_default=True,
-              help="Model whose retouch a profile's edit is made on top of ('none': on the original photo).")
+@click.option("--base", default=None,
+              help="Model whose retouch a profile's edit is made on top of [default: generic] ('none': on the "
+                   "original photo). Not with --model, which retouches in one pass.")
 @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
               help="A retouching model from train-retoucher: one pass per photo instead of optimising.")
 @ops_option
@@ -52,7 +53,7 @@ fidelity_option = click.option("--fidelity", default=EditSettings.fidelity, show
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str, model_path: str | None, ops: str, steps: int,
+def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model_path: str | None, ops: str, steps: int,
                 fidelity: float, seed: int, device: str) -> None:
     """Retouch every photo under IN into OUT (same relative paths), toward a profile's taste.
 
@@ -66,12 +67,15 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str, model_path: 
       persaes retouch ~/Pictures/album ~/Pictures/retouched --profile me.safetensors
     """
     chosen = parse_ops(ops)
+    if model_path and base is not None:
+        raise click.UsageError("--base is for fitted edits; a --model retouches in one pass")
+    base = base or "generic"
     scorer = load_scorer(profile, device=device)
     stacked = not model_path and base not in ("none", profile)
     base_scorer = load_scorer(base, device=device) if stacked else None
     net = None
     if model_path:
-        net, meta = load_retouch_net(model_path)
+        net, _ = load_retouch_net(model_path)
         net = net.to(scorer.device)
     summary = retouch_folder(in_dir, out_dir, scorer, chosen, EditSettings(steps=steps, fidelity=fidelity), net, seed,
                              progress=lambda items, n: progress(items, n, "retouching"), on_error=warn,

@@ -122,6 +122,9 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
         outputs[name] = (out / photos[0].name).read_bytes()
     # the same model alone (--base none) or as plain --profile generic: one fit; stacked: a second fit on top
     assert outputs["alone"] == outputs["generic"] != outputs["stacked"]
+    refused = _run("retouch", str(album), str(tmp_path / "net"), "--model", str(tmp_path / "m.safetensors"),
+                   "--base", "none")
+    assert refused.exit_code == 2 and "--base is for fitted edits" in refused.output
 
 
 def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_path: Path) -> None:
