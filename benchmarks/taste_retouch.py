@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{user_name} done ({time.time() - started:.0f} s)", file=sys.stderr)
 
-    out = {"users": results, "base": args.base, "album_photos": len(album_names), "test_photos": len(test_names), "steps": args.steps,
-           "seconds": round(time.time() - started, 1),
+    out = {"users": results, "base": args.base, "album_photos": len(album_names), "test_photos": len(test_names),
+           "steps": args.steps, "seconds": round(time.time() - started, 1),
            "command": " ".join(["python", "benchmarks/taste_retouch.py", *(argv if argv is not None else sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))

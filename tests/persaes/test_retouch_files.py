@@ -10,7 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from persaes.retouch_files import TASTE_FIDELITY_SHARE, RetouchError, load_retouch_net, plan, retouch_folder, retouch_image, save_retouch_net
+from persaes.retouch_files import (
+    TASTE_FIDELITY_SHARE,
+    RetouchError,
+    load_retouch_net,
+    plan,
+    retouch_folder,
+    retouch_image,
+    save_retouch_net,
+)
 from persaes.scorer import load_scorer
 from retouch import RetouchNet
 from retouch.optimize import EditSettings
