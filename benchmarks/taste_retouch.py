@@ -34,7 +34,7 @@ from persaes.images import load_image
 from persaes.personalize import personalize
 from persaes.preferences import sample_pairs
 from persaes.protocol import heldout_photos
-from persaes.retouch_files import retouch_image
+from persaes.retouch_files import retouch_image, taste_settings
 from persaes.scorer import load_scorer
 from persaes.simulate import TASTES
 from persaes.train import PersonalSettings, parse_iterations
@@ -43,6 +43,7 @@ from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
 
 ANSWERS = 100
+OPS = ("exposure", "color", "dehaze")
 WORK_SIDE = 512
 
 
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                     lr=args.personal_lr or PersonalSettings.lr, epochs=None)
     originals = [load_image(args.data / "images" / f"{n}.jpg", max_side=WORK_SIDE)[None] for n in test_names]
     generic_loss = AestheticLoss(load_scorer("generic", device=args.device))
-    generic_out = [retouch_image(x, generic_loss, ("exposure", "color", "dehaze"), settings, seed=args.seed)
-                   for x in originals]
+    generic_out = [retouch_image(x, generic_loss, OPS, settings, seed=args.seed) for x in originals]
     print(f"generic outputs done ({time.time() - started:.0f} s)", file=sys.stderr)
 
     results = {}
@@ -110,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             report = personalize(album, prefs, profile, device=args.device, seed=args.seed,
                                  personal=override)
             loss = AestheticLoss(load_scorer(profile, device=args.device))
-            base = generic_loss if args.base == "generic" else None
-            personal_out = [retouch_image(x, loss, ("exposure", "color", "dehaze"), settings, seed=args.seed, base=base)
-                            for x in originals]
+            # on top of the generic retouch: that is retouch_image(..., base=generic_loss), whose first
+            # stage is generic_out already
+            starts = generic_out if args.base == "generic" else originals
+            taste = taste_settings(settings) if args.base == "generic" else settings
+            personal_out = [retouch_image(x, loss, OPS, taste, seed=args.seed) for x in starts]
         with torch.no_grad():
             g = torch.cat([taste_features(x) for x in generic_out])
             p = torch.cat([taste_features(x) for x in personal_out])

@@ -2,9 +2,10 @@
 a contact sheet.
 
 ``REPORT/`` holds ``generic/`` and ``personal/`` (the full-size outputs, as
-``persaes retouch`` writes them), ``thumbs/`` (web-sized JPEGs), ``index.html`` (one row
-per photo: original | generic | personalized, each with its generic and personal score;
-no external assets) and ``contact_sheet.png``.
+``persaes retouch`` writes them; the personal ones are the generic ones retouched further),
+``thumbs/`` (web-sized JPEGs), ``index.html`` (one row per photo: original | generic |
+personalized, each with its generic and personal score; no external assets) and
+``contact_sheet.png``.
 
 Example::
 
@@ -24,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from persaes.atomic import atomic_path, atomic_write_text
 from persaes.images import ImageError, open_rgb, to_tensor
-from persaes.retouch_files import RetouchSummary, plan, retouch_folder
+from persaes.retouch_files import RetouchSummary, plan, retouch_folder, taste_settings
 from persaes.scorer import Scorer
 from retouch.optimize import EditSettings
 
@@ -61,7 +62,11 @@ def compare_folder(
     on_error: Callable[[str], None] | None = None,
 ) -> tuple[list[Row], list[str]]:
     """Retouch ``in_dir`` with the generic scorer, and with the personal one on top of the
-    generic retouch (as ``persaes retouch --profile`` does); write the report. Returns (rows, failures)."""
+    generic retouch (as ``persaes retouch --profile`` does); write the report. Returns (rows, failures).
+
+    The personal column is fitted on the generic column's files (``personal/scores.csv``'s
+    score before is that of the generic retouch), so each photo's generic edit is fitted once.
+    """
     in_dir, report_dir = Path(in_dir), Path(report_dir)
     sources = [src for src, _ in plan(in_dir, report_dir / "generic")]
     if limit is not None:
@@ -73,10 +78,15 @@ def compare_folder(
             if not link.is_symlink():
                 os.symlink(src.resolve(), link)
         in_dir = subset
-    summaries: list[RetouchSummary] = []
-    for name, scorer, base in (("generic", generic, None), ("personal", personal, generic)):
-        summaries.append(retouch_folder(in_dir, report_dir / name, scorer, ops, settings, progress=progress,
-                                        on_error=on_error, model_name=name, base=base))
+    settings = settings or EditSettings()
+    # the personal column is the generic column's photos retouched further against the profile:
+    # retouch_image(..., base=generic) without fitting the generic edit a second time
+    summaries: list[RetouchSummary] = [
+        retouch_folder(in_dir, report_dir / "generic", generic, ops, settings, progress=progress, on_error=on_error,
+                       model_name="generic"),
+        retouch_folder(report_dir / "generic", report_dir / "personal", personal, ops, taste_settings(settings),
+                       progress=progress, on_error=on_error, model_name="personal"),
+    ]
     failed = sorted({f for s in summaries for f in s.failed})
     rows: list[Row] = []
     sheet: list[list[Image.Image]] = []

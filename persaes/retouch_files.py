@@ -136,17 +136,30 @@ def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
     atomic_write_bytes(path, out.getvalue().encode("utf-8", "surrogateescape"))  # names as the file system has them
 
 
+def taste_settings(settings: EditSettings) -> EditSettings:
+    """The settings a profile's edit is fitted with on top of a base retouch: ``settings`` with
+    :data:`TASTE_FIDELITY_SHARE` of the fidelity weight."""
+    return replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+
+
+def is_greyscale(image: Tensor) -> bool:
+    """Whether every pixel of a 1×3×H×W ``[0, 1]`` image has equal channels, up to the 2/255 that
+    8-bit JPEG rounding leaves in a grey photo."""
+    return bool((image.amax(dim=1) - image.amin(dim=1)).max() <= 2 / 255)
+
+
 def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settings: EditSettings,
                   net: RetouchNet | None = None, seed: int = 0, base: AestheticLoss | None = None) -> Tensor:
     """Retouched full-size 1×3×H×W: a fitted edit (``net`` None) or the network's one pass.
 
-    With ``base`` (the generic model's loss), ``base``'s fitted edit is made first and
-    ``loss``'s edit is then fitted on its result (fidelity measured to that result, with
-    :data:`TASTE_FIDELITY_SHARE` of the weight): a profile's taste is a change on top of
-    the generic retouch, so it keeps the generic model's corrections (haze, casts,
-    exposure) unless the profile argues against them.
+    With ``base`` (the generic model's loss), the photo is retouched against ``base`` first,
+    then that result against ``loss`` with :func:`taste_settings` (fidelity measured to the
+    base retouch): a profile's taste is a change on top of the generic retouch, so it keeps
+    the generic model's corrections (haze, casts, exposure) unless the profile argues
+    against them. Given the base retouch already, ``retouch_image(base_retouch, loss, ops,
+    taste_settings(settings))`` is the same result.
 
-    A greyscale photo (all channels equal) stays greyscale: its result is turned back into
+    A greyscale photo (:func:`is_greyscale`) stays greyscale: its result is turned back into
     grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
     """
     if net is not None:
@@ -154,13 +167,12 @@ def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settin
             raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
         with torch.no_grad():
             result = net(image)
+    elif base is not None:
+        start = retouch_image(image, base, ops, settings, seed=seed)
+        return retouch_image(start, loss, ops, taste_settings(settings), seed=seed)
     else:
-        start, taste = image, settings
-        if base is not None:
-            start = optimize_edit(image, base, ops, settings, seed).retouch_full(image)
-            taste = replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
-        result = optimize_edit(start, loss, ops, taste, seed).retouch_full(start)
-    if torch.equal(image[:, 0], image[:, 1]) and torch.equal(image[:, 1], image[:, 2]):
+        result = optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
+    if is_greyscale(image):
         result = rgb_to_grayscale(result).expand_as(result).contiguous()
     return result
 

@@ -127,6 +127,27 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
     assert refused.exit_code == 2 and "--base is for fitted edits" in refused.output
 
 
+def test_compare_retouches_the_generic_column_further_for_the_personal_one(photos: list[Path], tmp_path: Path) -> None:
+    from persaes.scorer import resolve_weights
+
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(photos[0], album / photos[0].name)
+    profile = str(resolve_weights("generic"))
+    common = ["--steps", "3", "--ops", "exposure,color", "--device", "cpu"]
+    result = _run("compare", str(album), "--profile", profile, "--out", str(tmp_path / "report"), *common)
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "report"
+    # the generic edit is fitted once: the personal column is `retouch` of the generic column's files
+    # with the profile alone, held with half the fidelity weight
+    again = _run("retouch", str(report / "generic"), str(tmp_path / "again"), "--profile", profile, "--base", "none",
+                 "--fidelity", "1", *common)
+    assert again.exit_code == 0, again.output
+    personal = (report / "personal" / photos[0].name).read_bytes()
+    assert personal == (tmp_path / "again" / photos[0].name).read_bytes()
+    assert personal != (album / photos[0].name).read_bytes()
+
+
 def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_path: Path) -> None:
     import json
 

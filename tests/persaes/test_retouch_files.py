@@ -13,11 +13,13 @@ from PIL import Image
 from persaes.retouch_files import (
     TASTE_FIDELITY_SHARE,
     RetouchError,
+    is_greyscale,
     load_retouch_net,
     plan,
     retouch_folder,
     retouch_image,
     save_retouch_net,
+    taste_settings,
 )
 from persaes.scorer import load_scorer
 from retouch import RetouchNet
@@ -112,6 +114,28 @@ def test_greyscale_photos_stay_greyscale(scorer, photos: list[Path], tmp_path: P
     assert (out[..., 0] - out[..., 2]).abs().max() <= 3 and (out[..., 0] - out[..., 1]).abs().max() <= 3
 
 
+def test_is_greyscale_allows_8_bit_rounding_only() -> None:
+    grey = torch.rand(1, 1, 6, 5).expand(1, 3, 6, 5).clone()
+    assert is_greyscale(grey)
+    grey[0, 2, 1, 1] += 1 / 255  # what JPEG rounding leaves in a grey photo
+    assert is_greyscale(grey)
+    grey[0, 0, 3, 2] += 4 / 255
+    assert not is_greyscale(grey)
+
+
+def test_a_stacked_greyscale_photo_stays_grey_at_every_stage() -> None:
+    torch.manual_seed(0)
+    image = (torch.rand(1, 1, 40, 56) * 0.5).expand(1, 3, 40, 56).contiguous()
+    settings = EditSettings(steps=5, work_size=32, fidelity=0.5)
+    stacked = retouch_image(image, _warmer, ("color",), settings, base=_brighter)
+    assert is_greyscale(stacked) and torch.equal(stacked[:, 0], stacked[:, 2])
+    assert stacked.mean() > image.mean() + 0.02  # the base's brightening stays
+
+
+def _warmer(images: torch.Tensor) -> torch.Tensor:
+    return 5.0 * (images[:, 2].mean() - images[:, 0].mean())
+
+
 def _brighter(images: torch.Tensor) -> torch.Tensor:
     return 5.0 * (1.0 - images.mean())
 
@@ -144,8 +168,8 @@ def test_a_profile_edit_on_top_of_the_base_is_held_with_a_share_of_the_fidelity(
     settings = EditSettings(steps=5, work_size=32, fidelity=2.0)
     # the base keeps the photo; held with the full fidelity weight, the taste would not move it either
     stacked = retouch_image(image, _mildly_brighter, ("exposure",), settings, base=_indifferent)
-    shared = replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
-    assert TASTE_FIDELITY_SHARE < 0.75
+    shared = taste_settings(settings)
+    assert shared == replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE) and TASTE_FIDELITY_SHARE < 0.75
     assert torch.allclose(stacked, retouch_image(image, _mildly_brighter, ("exposure",), shared), atol=1e-5)
     assert stacked.mean() > image.mean() + 0.02
     assert torch.allclose(retouch_image(image, _mildly_brighter, ("exposure",), settings), image, atol=1e-5)
