@@ -169,7 +169,8 @@ def test_a_profile_edit_on_top_of_the_base_is_held_with_a_share_of_the_fidelity(
     # the base keeps the photo; held with the full fidelity weight, the taste would not move it either
     stacked = retouch_image(image, _mildly_brighter, ("exposure",), settings, base=_indifferent)
     shared = taste_settings(settings)
-    assert shared == replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE) and TASTE_FIDELITY_SHARE < 0.75
+    assert shared == replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+    assert TASTE_FIDELITY_SHARE < 0.75
     assert torch.allclose(stacked, retouch_image(image, _mildly_brighter, ("exposure",), shared), atol=1e-5)
     assert stacked.mean() > image.mean() + 0.02
     assert torch.allclose(retouch_image(image, _mildly_brighter, ("exposure",), settings), image, atol=1e-5)
