@@ -43,7 +43,7 @@ from retouch.optimize import EditSettings, optimize_edit
 
 SCORES_FILE = "scores.csv"
 NET_FORMAT = "persaes-retouchnet/1"
-TASTE_FIDELITY_SHARE = 0.5
+TASTE_FIDELITY_SHARE = 0.3
 """Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on:
 that edit refines an already retouched photo, and at the full weight the L1 fidelity term kept
 it at exactly zero on some photos (benchmarks/README.md, §3)."""

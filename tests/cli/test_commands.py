@@ -128,7 +128,9 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
 
 
 def test_compare_retouches_the_generic_column_further_for_the_personal_one(photos: list[Path], tmp_path: Path) -> None:
+    from persaes.retouch_files import TASTE_FIDELITY_SHARE
     from persaes.scorer import resolve_weights
+    from retouch.optimize import EditSettings
 
     album = tmp_path / "album"
     album.mkdir()
@@ -139,9 +141,10 @@ def test_compare_retouches_the_generic_column_further_for_the_personal_one(photo
     assert result.exit_code == 0, result.output
     report = tmp_path / "report"
     # the generic edit is fitted once: the personal column is `retouch` of the generic column's files
-    # with the profile alone, held with half the fidelity weight
+    # with the profile alone, held with its share of the fidelity weight
+    fidelity = str(EditSettings.fidelity * TASTE_FIDELITY_SHARE)
     again = _run("retouch", str(report / "generic"), str(tmp_path / "again"), "--profile", profile, "--base", "none",
-                 "--fidelity", "1", *common)
+                 "--fidelity", fidelity, *common)
     assert again.exit_code == 0, again.output
     personal = (report / "personal" / photos[0].name).read_bytes()
     assert personal == (tmp_path / "again" / photos[0].name).read_bytes()
@@ -173,8 +176,10 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
         assert result.exit_code == 0, result.output
         assert (out / "scores.csv").read_text().count("\n") == len(photos) + 1
         change[fidelity] = sum(float((load_image(out / p.name) - load_image(p)).abs().mean()) for p in photos) / len(photos)
-    # the network starts at the identity; held at fidelity 1000 it stays near it, free it learns an edit
-    assert change["1000"] < 0.01 < change["0"], change
+    # the network starts at the identity; held at fidelity 1000 it stays there (JPEG re-encoding alone changes
+    # about 0.005), free it learns an edit (on these photos mostly the colour op's: the exposure curves' channel
+    # spread is charged)
+    assert change["1000"] < 0.006 and change["0"] > 1.4 * change["1000"], change
 
 
 def test_unknown_ops_are_a_usage_error(photos: list[Path], tmp_path: Path) -> None:

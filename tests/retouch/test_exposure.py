@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from retouch_testing import image_batches, random_image
 from torch.autograd import gradcheck
 
-from retouch.exposure import ExposureCurves, apply_curves
+from retouch.exposure import CHANNEL_SPREAD_WEIGHT, ExposureCurves, apply_curves, channel_spread
 
 
 def test_zero_alpha_is_identity() -> None:
@@ -97,6 +97,43 @@ def test_regularization() -> None:
     assert 0 < smooth < curves.regularization()
     per_image = {"raw": torch.zeros(3, 3, 2, 2)}
     assert curves.regularization(per_image) == 0
+
+
+def test_regularization_charges_a_colour_change_beyond_the_same_tone_change() -> None:
+    curves = ExposureCurves(iterations=1)
+    tone = {"raw": torch.atanh(torch.tensor([0.3, 0.3, 0.3])).view(1, 3, 1, 1)}
+    cast = {"raw": torch.atanh(torch.tensor([0.6, 0.3, 0.0])).view(1, 3, 1, 1)}  # the same mean |curve parameter|
+    assert torch.isclose(curves.regularization(tone), torch.tensor(0.3))
+    assert torch.isclose(curves.regularization(cast) - curves.regularization(tone),
+                         torch.tensor(CHANNEL_SPREAD_WEIGHT * 0.2))
+    assert CHANNEL_SPREAD_WEIGHT > 0
+
+
+def test_channel_spread_per_iteration_and_bad_shapes() -> None:
+    alpha = torch.tensor([0.2, 0.2, 0.2, -0.5, 0.1, 0.4]).view(1, 6, 1, 1)  # iteration 2 spreads, iteration 1 not
+    assert torch.isclose(channel_spread(alpha), torch.tensor((0.5 + 0.1 + 0.4) / 6))
+    with pytest.raises(ValueError, match="3n"):
+        channel_spread(torch.zeros(1, 4, 1, 1))
+
+
+def _prefers_cool(images: torch.Tensor) -> torch.Tensor:
+    return 2.0 * (images[:, 0].mean() - images[:, 2].mean())  # a loss: lower when blue outweighs red
+
+
+def test_fitting_a_colour_loss_keeps_the_curves_tonal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retouch import exposure
+    from retouch.optimize import EditSettings, optimize_edit
+
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 32, 32) * 0.6 + 0.2
+    settings = EditSettings(steps=20, work_size=32)
+    spread = {}
+    for name, weight in (("charged", CHANNEL_SPREAD_WEIGHT), ("free", 0.0)):
+        monkeypatch.setattr(exposure, "CHANNEL_SPREAD_WEIGHT", weight)
+        fitted = optimize_edit(image, _prefers_cool, ("exposure",), settings)
+        spread[name] = float(channel_spread(torch.tanh(fitted.exposure.raw)))
+    # uncharged, the curves become a colour cast; charged, the loss's gain does not pay for one
+    assert spread["free"] > 0.1 and spread["charged"] < 0.02
 
 
 @pytest.mark.parametrize(
