@@ -13,7 +13,8 @@ photos is retouched with the generic model and with the profile (on top of the g
 retouch, as ``persaes retouch --profile`` does; ``--base none``: from the original photo).
 Reported per user: the
 share of photos whose personalized output the user's taste prefers to the generic output
-(win rate), and the mean change of each taste feature (personalized minus generic).
+(win rate), and the mean change of each taste feature (personalized minus generic); the
+JSON also names the photos lost.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "feature_change_vs_generic": dict(zip(TASTE_FEATURES, (p - g).mean(0).tolist())),
             "feature_change_vs_original": {"generic": dict(zip(TASTE_FEATURES, (g - o).mean(0).tolist())),
                                            "personal": dict(zip(TASTE_FEATURES, (p - o).mean(0).tolist()))},
+            "photos_lost": [name for name, won in zip(test_names, wins.tolist()) if not won],
             "answers": report.answered, "inferred_pairs": report.inferred,
         }
         print(f"{user_name} done ({time.time() - started:.0f} s)", file=sys.stderr)
