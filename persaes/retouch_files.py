@@ -46,7 +46,9 @@ NET_FORMAT = "persaes-retouchnet/1"
 TASTE_FIDELITY_SHARE = 0.3
 """Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on:
 that edit refines an already retouched photo, and at the full weight the L1 fidelity term kept
-it at exactly zero on some photos (benchmarks/README.md, §3)."""
+it at exactly zero on some photos. 0.3 rather than 0.5 since the exposure curves' channel
+spread is charged: it won back dark-and-moody's photos without bolder casts
+(benchmarks/README.md, §3)."""
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
                  ".bmp": "BMP", ".gif": "PNG"}
 

@@ -7,7 +7,7 @@ from .baselines import auto_gamma, dark_channel_dehaze, gray_world
 from .color import ColorAdjust, apply_lut, identity_lut, saturation, white_balance
 from .degrade import DEGRADATIONS, EDITS, add_haze, degrade, expose, random_edit
 from .dehaze import Dehaze, dark_channel, dehaze, estimate_airlight, guided_filter, recover, transmission
-from .exposure import ExposureCurves, apply_curves
+from .exposure import ExposureCurves, apply_curves, channel_spread
 from .metrics import TASTE_FEATURES, colourfulness, psnr, ssim, taste_features
 from .pipeline import OPS, Retoucher, RetouchNet
 
@@ -25,6 +25,7 @@ __all__ = [
     "apply_curves",
     "apply_lut",
     "auto_gamma",
+    "channel_spread",
     "colourfulness",
     "dark_channel",
     "dark_channel_dehaze",
