@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             loss = AestheticLoss(load_scorer(profile, device=args.device))
             # on top of the generic retouch: that is retouch_image(..., base=generic_loss), whose first
             # stage is generic_out already
-            starts = generic_out if args.base == "generic" else originals
-            taste = taste_settings(settings) if args.base == "generic" else settings
+            starts, taste = (generic_out, taste_settings(settings)) if args.base == "generic" else (originals, settings)
             personal_out = [retouch_image(x, loss, OPS, taste, seed=args.seed) for x in starts]
         with torch.no_grad():
             g = torch.cat([taste_features(x) for x in generic_out])

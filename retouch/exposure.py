@@ -24,6 +24,12 @@ __all__ = ["CHANNEL_SPREAD_WEIGHT", "ExposureCurves", "apply_curves", "channel_s
 CHANNEL_SPREAD_WEIGHT = 4.0
 
 
+def _check_curve_shape(alpha: Tensor) -> None:
+    """Refuse curve parameters that are not (B, 3n, h, w) with n >= 1; one message for every caller."""
+    if alpha.ndim != 4 or alpha.shape[1] == 0 or alpha.shape[1] % 3 != 0:
+        raise ValueError(f"alpha must have shape (B, 3n, h, w) with n >= 1, got {tuple(alpha.shape)}")
+
+
 def apply_curves(image: Tensor, alpha: Tensor) -> Tensor:
     r"""Apply ``n`` iterations of the light-enhancement curve per channel.
 
@@ -42,8 +48,7 @@ def apply_curves(image: Tensor, alpha: Tensor) -> Tensor:
         tensor(0.4375)
     """
     check_image(image)
-    if alpha.ndim != 4 or alpha.shape[1] == 0 or alpha.shape[1] % 3 != 0:
-        raise ValueError(f"alpha must have shape (B, 3n, h, w) with n >= 1, got {tuple(alpha.shape)}")
+    _check_curve_shape(alpha)
     if alpha.shape[0] not in (1, image.shape[0]):
         raise ValueError(f"alpha batch must be 1 or B={image.shape[0]}, got {alpha.shape[0]}")
     if alpha.abs().max() > 1.0:
@@ -72,8 +77,7 @@ def channel_spread(alpha: Tensor) -> Tensor:
         >>> channel_spread(torch.tensor([0.6, 0.3, 0.0]).view(1, 3, 1, 1))
         tensor(0.2000)
     """
-    if alpha.ndim != 4 or alpha.shape[1] == 0 or alpha.shape[1] % 3 != 0:
-        raise ValueError(f"alpha must have shape (B, 3n, h, w) with n >= 1, got {tuple(alpha.shape)}")
+    _check_curve_shape(alpha)
     per_channel = alpha.unflatten(1, (-1, 3))
     return (per_channel - per_channel.mean(dim=2, keepdim=True)).abs().mean()
 
