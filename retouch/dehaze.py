@@ -24,6 +24,7 @@ __all__ = [
     "AIRLIGHT_OFFSET_BOUND",
     "DEHAZE_WORK_SIZE",
     "Dehaze",
+    "box_filter",
     "clip_straight_through",
     "dark_channel",
     "dehaze",
@@ -131,15 +132,45 @@ def estimate_airlight(image: Tensor, dark: Tensor, top: float = 0.001) -> Tensor
     return candidates.mean(dim=2)
 
 
-def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float, subsample: int = 1) -> Tensor:
-    r"""Guided filter (He et al.) with ``(2 radius + 1)``-square windows, replicated borders.
+def box_filter(image: Tensor, radius: int) -> Tensor:
+    r"""Mean over ``(2 radius + 1)``-square windows with replicated borders, from cumulative sums.
 
-    Wraps :func:`kornia.filters.guided_blur` (separable box filters, so the cost does not grow with the radius
-    squared). With ``subsample > 1`` it is the fast guided filter (He & Sun, 2015): the linear coefficients are
-    computed on copies subsampled by that factor and upsampled, then applied to the full-size guide.
+    The cost does not grow with the radius (four additions a pixel), unlike a convolution with a
+    ``2 radius + 1``-tap kernel, in the forward and the backward pass alike.
 
     Args:
-        guide: :math:`(B, 1, H, W)` or :math:`(B, C, H, W)` guidance image.
+        image: :math:`(B, C, H, W)`.
+        radius: window radius in pixels, ``>= 0``.
+
+    Returns:
+        :math:`(B, C, H, W)`.
+
+    Example:
+        >>> box_filter(torch.tensor([[[[0.0, 3.0, 0.0]]]]), 1)
+        tensor([[[[1., 1., 1.]]]])
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
+    if radius < 0:
+        raise ValueError(f"radius must be non-negative, got {radius}")
+    size = 2 * radius + 1
+    for dim, pad in ((-1, (radius, radius, 0, 0)), (-2, (0, 0, radius, radius))):
+        length = image.shape[dim]
+        sums = F.pad(F.pad(image, pad, mode="replicate").cumsum(dim), (1, 0, 0, 0) if dim == -1 else (0, 0, 1, 0))
+        image = (sums.narrow(dim, size, length) - sums.narrow(dim, 0, length)) / size
+    return image
+
+
+def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float, subsample: int = 1) -> Tensor:
+    r"""Guided filter (He et al.) with a grey guide, ``(2 radius + 1)``-square windows and replicated borders.
+
+    At full resolution the window means are :func:`box_filter`'s (cost independent of the radius). With
+    ``subsample > 1`` it is the fast guided filter (He & Sun, 2015) of :func:`kornia.filters.guided_blur`: the
+    linear coefficients are computed on copies subsampled by that factor and upsampled, then applied to the
+    full-size guide.
+
+    Args:
+        guide: :math:`(B, 1, H, W)` guidance image.
         src: :math:`(B, C, H, W)` image to filter.
         radius: window radius in pixels, ``>= 0`` (0 returns ``src`` unchanged up to rounding).
         eps: regularisation, ``> 0``; larger smooths more.
@@ -157,13 +188,24 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float, subsample
         raise ValueError(
             f"guide and src must be (B, C, H, W) with the same B, H, W, got {tuple(guide.shape)} and {tuple(src.shape)}"
         )
+    if guide.shape[1] != 1:
+        raise ValueError(f"guide must have one channel, got {guide.shape[1]}")
     if radius < 0:
         raise ValueError(f"radius must be non-negative, got {radius}")
     if eps <= 0:
         raise ValueError(f"eps must be positive, got {eps}")
     if subsample < 1:
         raise ValueError(f"subsample must be at least 1, got {subsample}")
-    return guided_blur(guide, src, 2 * radius + 1, eps, border_type="replicate", subsample=subsample, separable=True)
+    if subsample > 1:
+        return guided_blur(guide, src, 2 * radius + 1, eps, border_type="replicate", subsample=subsample,
+                           separable=True)
+    mean_guide = box_filter(guide, radius)
+    variance = box_filter(guide * guide, radius) - mean_guide * mean_guide
+    mean_src = box_filter(src, radius)
+    covariance = box_filter(guide * src, radius) - mean_guide * mean_src
+    slope = covariance / (variance + eps)
+    offset = mean_src - slope * mean_guide
+    return box_filter(slope, radius) * guide + box_filter(offset, radius)
 
 
 def _check_airlight(airlight: Tensor, image: Tensor) -> Tensor:

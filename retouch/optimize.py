@@ -1,5 +1,5 @@
-"""Fitting edits against a differentiable loss: per photo (:func:`optimize_edit`) or a
-feed-forward network over a folder (:func:`train_retouch_net`).
+"""Fitting edits against a differentiable loss: per photo (:func:`optimize_edit`), and a
+feed-forward network that learns to make such fitted edits in one pass (:func:`train_retouch_net`).
 
 The loss is any callable ``images -> scalar`` (e.g. ``persaes.AestheticLoss``). Regularisers
 keep edits natural, the answer to "the model learns to over-brighten": a fidelity term
@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,11 +51,6 @@ class EditSettings:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-NET_SETTINGS = EditSettings(lr=0.01)
-"""Defaults for :func:`train_retouch_net`: a network shared by many photos trains with a smaller
-learning rate than one photo's parameters (``steps`` is unused there)."""
 
 
 def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor, settings: EditSettings) -> Tensor:
@@ -132,34 +127,42 @@ def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = ("exposur
     return retoucher.eval()
 
 
-def train_retouch_net(batches: Callable[[], Iterator[Tensor]], loss_fn: LossFn,
-                      ops: Iterable[str] = ("exposure", "color", "dehaze"), epochs: int = 5,
-                      settings: EditSettings | None = None, seed: int = 0,
-                      device: torch.device | str = "cpu",
+def train_retouch_net(pairs: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+                      ops: Iterable[str] = ("exposure", "color", "dehaze"), epochs: int = 100, lr: float = 0.01,
+                      seed: int = 0, device: torch.device | str = "cpu",
                       on_step: Callable[[int, float], None] | None = None) -> RetouchNet:
-    """Train a :class:`RetouchNet` over a photo collection against ``loss_fn``.
+    """Train a :class:`RetouchNet` to make fitted edits in one pass (amortised optimisation).
+
+    Fitting an edit against a loss (:func:`optimize_edit`) costs dozens of scorer passes per
+    photo; the network learns to predict such edits from the photo itself. Its objective is
+    ``mean|net(x) − target|``, so it needs no scorer pass and trains for many epochs in the time
+    of a few fits. The targets carry the fit's regularisers; charging them again held the network
+    short of strong edits, and the ops' bounds hold whatever it predicts.
 
     Args:
-        batches: called once per epoch, yields B×3×h×w ``[0, 1]`` batches (small copies).
-        loss_fn: images → scalar loss to minimise.
+        pairs: called once per epoch, yields ``(inputs, targets)``, both B×3×h×w in ``[0, 1]``:
+            photos and their edits fitted against the loss (e.g. by
+            :func:`persaes.retouch_files.retouch_image`).
         ops: ops the network predicts.
-        epochs: passes over ``batches()``.
-        settings: learning rate and regulariser weights (default :data:`NET_SETTINGS`).
-        seed: fixes initialisation and dropout.
+        epochs: passes over ``pairs()``.
+        lr: Adam learning rate.
+        seed: fixes initialisation.
+        device: where the network trains.
         on_step: ``on_step(step, objective)`` after every optimiser step.
+
+    Example:
+        >>> photos = torch.rand(4, 3, 32, 32) * 0.5
+        >>> net = train_retouch_net(lambda: [(photos, photos * 1.5)], ("exposure",), epochs=2)
     """
-    settings = settings or NET_SETTINGS
     torch.manual_seed(seed)
     net = RetouchNet(ops).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     step = 0
     net.train()
     for _ in range(epochs):
-        for batch in batches():
-            batch = batch.to(device)
-            params = net.predict(batch)
-            edited = net.retoucher.render(batch, params)
-            objective = edit_objective(loss_fn, edited, batch, net.regularization(params), settings)
+        for inputs, targets in pairs():
+            inputs, targets = inputs.to(device), targets.to(device)
+            objective = (net(inputs) - targets).abs().mean()
             optimizer.zero_grad()
             objective.backward()
             optimizer.step()

@@ -190,7 +190,3 @@ class RetouchNet(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]`, any size -> retouched image of the same shape and range."""
         return self.retoucher.render(image, self.predict(image))
-
-    def regularization(self, params: Mapping[str, Tensor]) -> Tensor:
-        """Scalar regulariser of predicted ``params`` (see :meth:`Retoucher.regularization`)."""
-        return self.retoucher.regularization(params)

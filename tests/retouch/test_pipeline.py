@@ -148,7 +148,7 @@ def test_retouch_net_identity_at_init_and_gradients() -> None:
     assert params["exposure.raw"].shape == (2, 12, 2, 2)
     assert params["color.lut_residual"].shape == (2, 3, 5, 5, 5)
     assert params["dehaze.airlight_offset"].shape == (2, 3)
-    (out.mean() + net.regularization(params)).backward()
+    (out.mean() + net.retoucher.regularization(params)).backward()
     assert torch.isfinite(net.head.weight.grad).all() and net.head.weight.grad.abs().sum() > 0
     for name, parameter in net.named_parameters():
         assert parameter.grad is None or torch.isfinite(parameter.grad).all(), name
