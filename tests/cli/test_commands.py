@@ -159,13 +159,17 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
     from persaes.images import load_image
 
     album = tmp_path / "album"
-    (album / "_variants").mkdir(parents=True)
+    album.mkdir()
     for photo in photos:
         shutil.copy(photo, album / photo.name)
-    shutil.copy(photos[0], album / "_variants" / "question-material.jpg")  # persaes's own, not the user's photos
     fast = ("--ops", "exposure,color", "--steps", "10", "--device", "cpu")
     fitted = tmp_path / "fitted"
     assert _run("retouch", str(album), str(fitted), *fast).exit_code == 0
+    training = tmp_path / "training"
+    shutil.copytree(album, training)
+    (training / "_variants").mkdir()
+    shutil.copy(photos[0], training / "_variants" / "question-material.jpg")  # persaes's own, not the user's photos
+    (training / "broken.jpg").write_bytes(b"not a photo")
 
     def change(folder: Path, against: Path) -> float:
         return sum(float((load_image(folder / p.name) - load_image(against / p.name)).abs().mean())
@@ -173,9 +177,10 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
 
     for fidelity in ("2", "1000"):
         model = tmp_path / f"net{fidelity}.safetensors"
-        result = _run("train-retoucher", str(album), "--out", str(model), "--epochs", "100", "--batch-size", "2",
+        result = _run("train-retoucher", str(training), "--out", str(model), "--epochs", "100", "--batch-size", "2",
                       "--size", "128", "--fidelity", fidelity, *fast)
         assert result.exit_code == 0, result.output
+        assert [line for line in result.stderr.splitlines() if "broken.jpg" in line]  # named, and skipped
         with safe_open(str(model), framework="pt") as handle:
             meta = json.loads(handle.metadata()["persaes"])
         assert meta["edit_settings"]["fidelity"] == float(fidelity) and meta["ops"] == ["exposure", "color"]
