@@ -141,8 +141,8 @@ def train_retouch_net(pairs: Callable[[], Iterable[tuple[Tensor, Tensor]]],
 
     Args:
         pairs: called once per epoch, yields ``(inputs, targets)``, both B×3×h×w in ``[0, 1]``:
-            photos and their edits fitted against the loss (e.g. by
-            :func:`persaes.retouch_files.retouch_image`).
+            photos and their edits fitted against a loss (e.g. pairs of
+            :func:`persaes.retouch_training.fitted_pair`).
         ops: ops the network predicts.
         epochs: passes over ``pairs()``.
         lr: Adam learning rate.
