@@ -119,6 +119,12 @@ def to_tensor(img: Image.Image) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def to_bytes(image: Tensor) -> Tensor:
+    """A float tensor in ``[0, 1]`` (clipped) as 8-bit levels, rounded to the nearest (the inverse of
+    :func:`to_tensor`)."""
+    return (image.clamp(0.0, 1.0) * 255 + 0.5).to(torch.uint8)
+
+
 def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Tensor:
     """Read a file as a float tensor 3×H×W in ``[0, 1]`` (see :func:`open_rgb`)."""
     return to_tensor(open_rgb(path, max_side))

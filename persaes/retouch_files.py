@@ -34,7 +34,7 @@ from torch import Tensor
 from persaes.aesthetic_loss import AestheticLoss
 from persaes.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
 from persaes.checkpoint import is_pickle, load_error
-from persaes.images import ImageError, iter_images, open_rgb, to_tensor
+from persaes.images import ImageError, iter_images, open_rgb, to_bytes, to_tensor
 from persaes.scorer import Scorer
 from persaes.variants import is_variant
 from retouch import RetouchNet
@@ -105,7 +105,7 @@ def save_photo(image: Tensor, path: Path, exif: Image.Exif | None = None, icc_pr
 
     ``exif`` (its orientation reset to upright) and the RGB ``icc_profile`` are kept where the format allows.
     """
-    array = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    array = to_bytes(image).permute(1, 2, 0).cpu().numpy()
     img = Image.fromarray(array, "RGB")
     fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}

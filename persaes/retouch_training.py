@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterator
-
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from persaes.aesthetic_loss import AestheticLoss
+from persaes.images import to_bytes
 from persaes.retouch_files import retouch_image
 from retouch.color import check_image
 from retouch.dehaze import resize_to_fit
@@ -60,10 +59,6 @@ def fitted_pair(photo: Tensor, loss: AestheticLoss, ops: Sequence[str], settings
     return training_copy(photo, size), training_copy(edited, size)
 
 
-def _to_bytes(image: Tensor) -> Tensor:
-    return (image.detach().clamp(0.0, 1.0) * 255 + 0.5).to(torch.uint8).cpu()
-
-
 class EditPairs:
     """Photos and their fitted edits, kept as 8-bit CPU tensors (a quarter of float32's memory)."""
 
@@ -82,8 +77,8 @@ class EditPairs:
         if self._inputs and image.shape != self._inputs[0].shape:
             raise ValueError(f"all pairs must have one shape, got {tuple(image.shape)} after "
                              f"{tuple(self._inputs[0].shape)}")
-        self._inputs.append(_to_bytes(image))
-        self._targets.append(_to_bytes(target))
+        self._inputs.append(to_bytes(image.detach()).cpu())
+        self._targets.append(to_bytes(target.detach()).cpu())
 
     def batches(self, batch_size: int, seed: int) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
         """One epoch's ``(inputs, targets)`` float batches per call, in a new seeded order each call."""
