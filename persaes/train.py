@@ -96,11 +96,13 @@ CONTENT_TASTE = PersonalSettings()
 """Answers comparing different photos (taste in content): gentle fine-tuning, at most 100
 iterations and 10 passes over the pairs (tuned on the personal-taste benchmark's dev
 participants)."""
-EDIT_TASTE = PersonalSettings(iterations=600, lr=1e-3, epochs=None)
+EDIT_TASTE = PersonalSettings(iterations=600, lr=2e-3, epochs=None)
 """Answers comparing versions of one photo (taste in edits): consistent answers that carry
 further (tuned on the simulated users of benchmarks/taste_retouch.py; 600 iterations since
 the generic weights carry their quality prior mostly in the content-free branch, which a
-user who likes dark photos has to argue against)."""
+user who likes dark photos has to argue against; lr 2e-3 rather than 1e-3, since at 1e-3 a
+user who dislikes colour still got a profile that ranked more saturated versions higher,
+benchmarks/README.md §3)."""
 
 AUTO_CANDIDATES = (0, 25, 50, 100, 200, 400)
 AUTO_HOLDOUT = 0.2
