@@ -131,7 +131,7 @@ def test_fitting_a_colour_loss_keeps_the_curves_tonal(monkeypatch: pytest.Monkey
     for name, weight in (("charged", CHANNEL_SPREAD_WEIGHT), ("free", 0.0)):
         monkeypatch.setattr(exposure, "CHANNEL_SPREAD_WEIGHT", weight)
         fitted = optimize_edit(image, _prefers_cool, ("exposure",), settings)
-        spread[name] = float(channel_spread(torch.tanh(fitted.exposure.raw)))
+        spread[name] = float(channel_spread(torch.tanh(fitted.exposure.raw.detach())))
     # uncharged, the curves become a colour cast; charged, the loss's gain does not pay for one
     assert spread["free"] > 0.1 and spread["charged"] < 0.02
 
