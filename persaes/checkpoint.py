@@ -35,10 +35,11 @@ from persaes.atomic import atomic_path
 from persaes.backbones import BackboneError, create_backbone, get_spec
 from persaes.model import BINS, SCORE_RANGE, AestheticModel, AttentionHead
 
-FORMAT = "persaes-checkpoint/2"
-# Version 1 heads had no quality branch; their profiles must be rebuilt from the answers.
-_OLDER = {"persaes-checkpoint/1"}
-_HEAD_KEYS = ("hidden", "attention", "dropout", "stats_hidden")
+FORMAT = "persaes-checkpoint/3"
+# Version 1 heads had no quality branch, version 2 one without its CNN; their profiles must be
+# rebuilt from the answers.
+_OLDER = {"persaes-checkpoint/1", "persaes-checkpoint/2"}
+_HEAD_KEYS = ("hidden", "attention", "dropout", "stats_hidden", "quality_width")
 
 
 class CheckpointError(ValueError):
@@ -79,7 +80,7 @@ def model_metadata(model: AestheticModel, backbone_weights: str, **extra: Any) -
         "backbone": model.spec.name,
         "backbone_weights": backbone_weights,
         "head": {"hidden": head.hidden, "attention": head.attention, "dropout": head.dropout.p,
-                 "stats_hidden": head.stats_hidden},
+                 "stats_hidden": head.stats_hidden, "quality_width": head.quality_width},
         "bins": BINS,
         "score_range": list(SCORE_RANGE),
         "preprocessing": model.spec.preprocessing(),

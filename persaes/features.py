@@ -29,10 +29,10 @@ from persaes.images import ImageError
 from persaes.model import AestheticModel, load_square
 
 CACHE_ENV = "PERSAES_CACHE"
-CACHE_VERSION = 4
-"""Bumped whenever what :meth:`AestheticModel.features` returns changes (4: computed by channels-last
-backbones, equal to version 3 up to rounding)."""
-_FIELDS = ("z1", "z2", "z3", "stats")
+CACHE_VERSION = 5
+"""Bumped whenever what :meth:`AestheticModel.features` returns changes (5: 21 image statistics and
+the quality branch's thumbnail)."""
+_FIELDS = ("z1", "z2", "z3", "stats", "thumb")
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -46,25 +46,27 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 @dataclass
 class Features:
-    """Stacked features of N photos: ``z1`` N×C1×H1×W1, ``z2`` N×C2×H2×W2, ``z3`` N×C3 (float16 or 32) and
-    ``stats`` N×17 (:func:`persaes.model.image_statistics`, float32)."""
+    """Stacked features of N photos: ``z1`` N×C1×H1×W1, ``z2`` N×C2×H2×W2, ``z3`` N×C3 (float16 or 32),
+    ``stats`` N×21 (:func:`persaes.model.image_statistics`, float32) and ``thumb`` N×3×96×96
+    (:func:`persaes.model.thumbnail`, float16)."""
 
     z1: Tensor
     z2: Tensor
     z3: Tensor
     stats: Tensor
+    thumb: Tensor
 
     def __len__(self) -> int:
         return self.z3.shape[0]
 
     def take(self, index: Tensor | Sequence[int],
-             device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+             device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Rows ``index`` as float32 tensors, ready for the head."""
         index = torch.as_tensor(index, dtype=torch.long)
         return tuple(t[index].to(device=device, dtype=torch.float32) for t in self.tensors())  # type: ignore[return-value]
 
-    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(z1, z2, z3, stats)``."""
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(z1, z2, z3, stats, thumb)``."""
         return tuple(getattr(self, k) for k in _FIELDS)  # type: ignore[return-value]
 
     def rows(self, index: Tensor | Sequence[int]) -> "Features":
@@ -122,10 +124,11 @@ def features_of_tensors(model: AestheticModel, images: Tensor, batch_size: int =
     device = next(model.parameters()).device
     parts = []
     for start in range(0, images.shape[0], batch_size):
-        z1, z2, z3, stats = model.features(images[start:start + batch_size].to(device))
+        z1, z2, z3, stats, thumb = model.features(images[start:start + batch_size].to(device))
         # contiguous, as they come back from the cache: the head then runs the same kernels on
         # fresh and cached features, and a profile does not depend on which it was trained on
-        parts.append(Features(*(t.half().cpu().contiguous() for t in (z1, z2, z3)), stats.float().cpu().contiguous()))
+        parts.append(Features(*(t.half().cpu().contiguous() for t in (z1, z2, z3)), stats.float().cpu().contiguous(),
+                              thumb.half().cpu().contiguous()))
     return Features.cat(parts)
 
 
@@ -184,5 +187,5 @@ def extract_features(
     order = sorted(found)
     if not order:
         empty = torch.empty(0)
-        return Features(empty, empty, empty, empty), [], problems
+        return Features(*(empty for _ in _FIELDS)), [], problems
     return Features.cat([found[i] for i in order]), order, problems

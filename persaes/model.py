@@ -15,18 +15,21 @@ Design choices where the paper is silent (documented here, switchable where benc
 * The concatenated vector goes through dropout and a 10-way linear layer. (It was
   layer-normalised at first; that threw away the overall scale of the features and
   ranked held-out photos worse, benchmarks/README.md.)
-* A quality branch: :func:`image_statistics` (tone, clipping, saturation, haze and colour
-  cast of the backbone's input) is standardised and fed through a small MLP whose 10
-  logits are added to the linear layer's. The frozen ImageNet features confuse "bright"
-  with "pretty content"; these statistics let the quality prior tell an over-exposed
-  photo from a light one (benchmarks/README.md, restore).
+* A quality branch (:class:`QualityNet`), content-free: a small CNN of its own weights on a
+  96×96 thumbnail of the backbone's input, beside :func:`image_statistics` (tone, clipping,
+  saturation, sharpness, haze and colour cast). Its 10 logits are added to the linear
+  layer's. The frozen ImageNet features confuse "bright" or "vivid" with "pretty content";
+  this branch is where the quality prior (an original beats its degraded and its
+  over-processed versions) is learned, so it gives the score an optimum at the natural photo
+  (benchmarks/README.md, restore).
 * The output is the softmax distribution over scores 1..10 and the score is its mean
   ``Σ i·pᵢ`` in ``[1, 10]``.
 
 Example::
 
     >>> head = AttentionHead((48, 120, 1280))
-    >>> p = head(torch.rand(2, 48, 33, 33), torch.rand(2, 120, 17, 17), torch.rand(2, 1280), torch.rand(2, STATS))
+    >>> p = head(torch.rand(2, 48, 17, 17), torch.rand(2, 120, 17, 17), torch.rand(2, 1280), torch.rand(2, STATS),
+    ...          torch.rand(2, 3, THUMB, THUMB))
     >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(2)))
     (torch.Size([2, 10]), True)
 """
@@ -48,8 +51,11 @@ from retouch.metrics import colourfulness
 BINS = 10
 SCORE_RANGE = (1.0, 10.0)
 #: Length of the :func:`image_statistics` vector.
-STATS = 17
+STATS = 21
+#: Side of the square thumbnail the quality branch's CNN sees.
+THUMB = 96
 _DARK_PATCH = 15
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
 def _check_rgb(image: Tensor) -> None:
@@ -72,11 +78,13 @@ def image_statistics(image: Tensor) -> Tensor:
         image: B×3×H×W in ``[0, 1]`` (the head uses the backbone's square input).
 
     Returns:
-        B×17: luma (Rec. 601) mean and standard deviation; luma quantiles 1, 5, 25, 50, 75,
+        B×21: luma (Rec. 601) mean and standard deviation; luma quantiles 1, 5, 25, 50, 75,
         95 and 99 %; soft shares of clipped highlights (luma > 0.98) and crushed shadows
         (luma < 0.02); mean saturation ``(max − min) / max``; colourfulness
         (Hasler–Süsstrunk); mean dark channel (15×15 minimum of the channel minimum);
-        and the three channel means minus their average (the colour cast).
+        the three channel means minus their average (the colour cast); the 95 % quantile of
+        the saturation; the soft share of pixels with any channel clipped; and the mean
+        absolute luma Laplacian and gradient (sharpening and noise).
 
     Example:
         >>> image_statistics(torch.full((1, 3, 8, 8), 0.5))[0, :2]
@@ -87,17 +95,65 @@ def image_statistics(image: Tensor) -> Tensor:
     levels = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=image.dtype, device=image.device)
     top, bottom = image.amax(dim=1), image.amin(dim=1)
     means = image.mean(dim=(2, 3))
+    chroma = ((top - bottom) / top.clamp_min(1e-3)).flatten(1)
+    grey = luma.view(-1, 1, *image.shape[2:])
+    laplacian = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), _LAPLACIAN.to(image)[None, None])
     return torch.cat([
         luma.mean(1, keepdim=True),
         luma.std(1, unbiased=False, keepdim=True),
         torch.quantile(luma, levels, dim=1).T,
         torch.sigmoid((luma - 0.98) / 0.005).mean(1, keepdim=True),
         torch.sigmoid((0.02 - luma) / 0.005).mean(1, keepdim=True),
-        ((top - bottom) / top.clamp_min(1e-3)).flatten(1).mean(1, keepdim=True),
+        chroma.mean(1, keepdim=True),
         colourfulness(image)[:, None],
         dark_channel(image, _DARK_PATCH).flatten(1).mean(1, keepdim=True),
         means - means.mean(1, keepdim=True),
+        torch.quantile(chroma, 0.95, dim=1, keepdim=True),
+        torch.maximum(torch.sigmoid((top - 0.98) / 0.005), torch.sigmoid((0.02 - bottom) / 0.005)).flatten(1).mean(
+            1, keepdim=True),
+        laplacian.abs().flatten(1).mean(1, keepdim=True),
+        ((grey[..., 1:, :] - grey[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+         + (grey[..., :, 1:] - grey[..., :, :-1]).abs().mean(dim=(1, 2, 3)))[:, None],
     ], dim=1)
+
+
+def thumbnail(square: Tensor) -> Tensor:
+    """The quality branch's input: B×3×:data:`THUMB`×:data:`THUMB` of ``[0, 1]`` RGB images (differentiable)."""
+    _check_rgb(square)
+    return resize_square(square, THUMB)
+
+
+class QualityNet(nn.Module):
+    """The content-free quality branch: a small CNN on a thumbnail beside :func:`image_statistics`.
+
+    Four 3×3 stride-2 convolutions (``width``, 2, 4 and 4 × ``width`` channels) on the
+    :data:`THUMB`-pixel thumbnail, mean- and max-pooled, are concatenated with the
+    standardised statistics and mapped by a two-layer MLP of ``hidden`` units to 10 logits.
+
+    Args:
+        width: channels of the first convolution.
+        hidden: width of the MLP.
+
+    Shapes:
+        ``stats``: B×:data:`STATS` (standardised), ``thumb``: B×3×H×W in ``[0, 1]``. Output: B×10 logits.
+
+    Example:
+        >>> QualityNet()(torch.rand(2, STATS), torch.rand(2, 3, THUMB, THUMB)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, width: int = 16, hidden: int = 64) -> None:
+        super().__init__()
+        widths = (3, width, 2 * width, 4 * width, 4 * width)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+        self.conv = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(nn.Linear(STATS + 2 * widths[-1], hidden), nn.ReLU(), nn.Linear(hidden, BINS))
+
+    def forward(self, stats: Tensor, thumb: Tensor) -> Tensor:
+        maps = self.conv((thumb - 0.5) / 0.25)
+        return self.mlp(torch.cat([stats, maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
 
 
 class AttentionHead(nn.Module):
@@ -108,17 +164,18 @@ class AttentionHead(nn.Module):
         hidden: bottleneck width of the attention modules.
         attention: ``False`` for the no-attention ablation (maps fixed at 1).
         dropout: dropout before the final linear layer.
-        stats_hidden: width of the quality branch's MLP over :func:`image_statistics`.
+        stats_hidden: width of the quality branch's MLP (:class:`QualityNet`).
+        quality_width: channels of the quality branch's first convolution.
 
     Shapes:
         ``z1``: B×C1×H1×W1, ``z2``: B×C2×H2×W2 (any sizes), ``z3``: pooled B×C3,
-        ``stats``: B×17 from :func:`image_statistics`.
-        Output: B×10 softmax distribution.
+        ``stats``: B×:data:`STATS` from :func:`image_statistics`, ``thumb``: B×3×:data:`THUMB`×:data:`THUMB`
+        from :func:`thumbnail`. Output: B×10 softmax distribution.
     """
 
     def __init__(
         self, channels: tuple[int, int, int], hidden: int = 32, attention: bool = True, dropout: float = 0.2,
-        stats_hidden: int = 32,
+        stats_hidden: int = 64, quality_width: int = 16,
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
@@ -133,9 +190,10 @@ class AttentionHead(nn.Module):
             self.a1_from_z2 = nn.Conv2d(c2, hidden, 1)
             self.a1_out = nn.Conv2d(hidden, 1, 1)
         self.stats_hidden = stats_hidden
+        self.quality_width = quality_width
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c1 + c2 + c3, BINS)
-        self.quality = nn.Sequential(nn.Linear(STATS, stats_hidden), nn.ReLU(), nn.Linear(stats_hidden, BINS))
+        self.quality = QualityNet(quality_width, stats_hidden)
         self.register_buffer("stats_mean", torch.zeros(STATS))
         self.register_buffer("stats_scale", torch.ones(STATS))
 
@@ -168,7 +226,8 @@ class AttentionHead(nn.Module):
         v2 = (a2 * z2).mean(dim=(2, 3))
         return torch.cat([v1, v2, z3], dim=1)
 
-    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor, content_grad: float = 1.0) -> Tensor:
+    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor, thumb: Tensor,
+                content_grad: float = 1.0) -> Tensor:
         """Score distributions B×10.
 
         ``content_grad`` scales the gradient that reaches the content path (attention, pooled
@@ -180,7 +239,8 @@ class AttentionHead(nn.Module):
         logits = self.fc(self.dropout(self.embed(z1, z2, z3)))
         if content_grad != 1.0:
             logits = content_grad * logits + (1.0 - content_grad) * logits.detach()
-        return torch.softmax(logits + self.quality((stats - self.stats_mean) / self.stats_scale), dim=1)
+        quality = self.quality((stats - self.stats_mean) / self.stats_scale, thumb)
+        return torch.softmax(logits + quality, dim=1)
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:
@@ -231,12 +291,13 @@ class AestheticModel(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics)`` of ``[0, 1]`` RGB images B×3×H×W."""
+    def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics, thumbnail)`` of ``[0, 1]`` RGB images B×3×H×W."""
         _check_rgb(image)
         square = resize_square(image, self.spec.input_size)
         z1, z2, z3 = self.backbone(normalize(square, self.spec))
-        return F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3)), image_statistics(square)
+        return (F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3)), image_statistics(square),
+                thumbnail(square))
 
     def forward(self, image: Tensor) -> Tensor:
         """Score distributions B×10 of ``[0, 1]`` RGB images B×3×H×W."""

@@ -19,17 +19,22 @@ Example::
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from persaes.atomic import atomic_path
 from persaes.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
 from persaes.model import AestheticModel, AttentionHead, distribution_to_score
 
-Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
+Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
 
 
 @dataclass
@@ -53,6 +58,12 @@ class GenericSettings:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+SHIPPED_GENERIC = GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)
+"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/make_generic.py``): 40 epochs
+over the references, each going over all quality-prior pairs once, with a ranking term of weight 3
+and margin 0.5 (benchmarks/README.md, restore)."""
 
 
 @dataclass
@@ -155,6 +166,53 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Te
         yield from torch.randperm(n, generator=generator).split(batch_size)
 
 
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling generator of one epoch: each epoch's draws depend only on (seed, epoch), so
+    a run resumed from a saved epoch makes the same batches as one that never stopped."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def save_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.Optimizer, epoch: int,
+                        history: list[float], fingerprint: dict[str, object]) -> None:
+    """Write the head, the optimiser's moments and the epochs done to ``path`` (safetensors + JSON), atomically."""
+    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"epoch": epoch, "history": history, "fingerprint": fingerprint}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"persaes_training": json.dumps(meta, sort_keys=True)})
+
+
+def load_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.Optimizer,
+                        fingerprint: dict[str, object]) -> tuple[int, list[float]]:
+    """Restore what :func:`save_training_state` wrote; returns ``(epochs done, history)``.
+
+    Raises:
+        ValueError: the state belongs to another run (settings, seed or data differ) or is unreadable.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})["persaes_training"])
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the file's
+        raise ValueError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from None
+    if meta.get("fingerprint") != json.loads(json.dumps(fingerprint, sort_keys=True)):
+        raise ValueError(f"{path}: training state of another run (settings, seed or data differ); "
+                         "remove it or drop --resume")
+    head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+    state = optimizer.state_dict()
+    moments: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            moments.setdefault(int(index), {})[key] = value
+    state["state"] = moments
+    optimizer.load_state_dict(state)
+    return int(meta["epoch"]), list(meta["history"])
+
+
 def train_generic(
     head: AttentionHead,
     source: Source,
@@ -163,6 +221,8 @@ def train_generic(
     seed: int = 0,
     pairs: Tensor | None = None,
     rated: Tensor | None = None,
+    state_path: Path | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Train ``head`` with EMD on rated photos (and a ranking term on ``pairs``) in place.
 
@@ -172,8 +232,13 @@ def train_generic(
         hists: N×10 target histograms (rows of unrated photos are ignored).
         settings: epochs, batch size, learning rate.
         seed: fixes shuffling and dropout.
-        pairs: optional M×2 indices ``(preferred, other)`` into the same photos.
+        pairs: optional M×2 indices ``(preferred, other)`` into the same photos; each epoch
+            goes over all of them once, spread over its steps.
         rated: indices of the photos that have histograms (default: all N).
+        state_path: where to keep the training state after every epoch; a run given the path
+            of an earlier, interrupted run of the same settings, seed and data resumes from its
+            last epoch and ends with the same weights as an uninterrupted run.
+        on_epoch: called with (epochs done, mean loss) after each epoch.
 
     Returns:
         The mean loss of each epoch.
@@ -181,27 +246,33 @@ def train_generic(
     The quality branch's input standardisation is set first, from the statistics of up to
     :data:`STATS_SAMPLE` of the photos.
     """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     rated = torch.arange(hists.shape[0]) if rated is None else rated
     photos = rated if pairs is None else torch.cat([rated, pairs.reshape(-1)]).unique()
-    sample = photos[torch.randperm(len(photos), generator=generator)[:STATS_SAMPLE]]
+    sample = photos[torch.randperm(len(photos), generator=_epoch_generator(seed, -1))[:STATS_SAMPLE]]
     if len(sample) >= 2:
         head.standardize_stats(source(sample)[3].cpu())
     steps = max(1, -(-len(rated) // settings.batch_size))
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     device = next(head.parameters()).device
-    rated_batches = _batches(len(rated), settings.batch_size, generator)
-    pair_batches = _batches(len(pairs), settings.batch_size, generator) if pairs is not None and len(pairs) else None
+    n_pairs = 0 if pairs is None else len(pairs)
+    fingerprint = {"settings": settings.as_dict(), "seed": seed, "rated": len(rated), "pairs": n_pairs,
+                   "photos": int(hists.shape[0])}
+    done, history = 0, []
+    if state_path is not None and state_path.is_file():
+        done, history = load_training_state(state_path, head, optimizer, fingerprint)
     head.train()
-    history = []
-    for _ in range(settings.epochs):
+    for epoch in range(done, settings.epochs):
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout
+        generator = _epoch_generator(seed, epoch)
+        rated_order = rated[torch.randperm(len(rated), generator=generator)]
+        rated_order = torch.cat([rated_order, rated_order])[: steps * settings.batch_size].split(settings.batch_size)
+        pair_order = torch.randperm(n_pairs, generator=generator).tensor_split(steps) if n_pairs else None
         total = 0.0
-        for _ in range(steps):
-            index = rated[next(rated_batches)]
+        for step in range(steps):
+            index = rated_order[step]
             loss = emd_loss(head(*source(index)), hists[index].to(device))
-            if pair_batches is not None:
-                batch = pairs[next(pair_batches)]
+            if pair_order is not None and len(pair_order[step]):
+                batch = pairs[pair_order[step]]
                 distributions = head(*source(batch.reshape(-1)), content_grad=settings.pair_content_grad)
                 scores = distribution_to_score(distributions).reshape(-1, 2)
                 loss = loss + settings.pair_weight * hinge_pair_loss(scores[:, 0], scores[:, 1], settings.pair_margin)
@@ -210,6 +281,10 @@ def train_generic(
             optimizer.step()
             total += float(loss.detach())
         history.append(total / steps)
+        if state_path is not None:
+            save_training_state(state_path, head, optimizer, epoch + 1, history, fingerprint)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
     head.eval()
     return history
 
@@ -281,7 +356,7 @@ def live_source(model: AestheticModel, images: Tensor) -> Source:
     """A source that runs the backbone on ``images`` (N×3×H×W in ``[0, 1]``) at every step."""
     device = next(model.parameters()).device
 
-    def source(index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def source(index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return model.features(images[index].to(device))
 
     return source

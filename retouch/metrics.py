@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
-from kornia.color import rgb_to_grayscale
+from kornia.color import rgb_to_grayscale, rgb_to_lab
 from kornia.metrics import psnr as _kornia_psnr
 from kornia.metrics import ssim as _kornia_ssim
 from torch import Tensor
@@ -11,7 +13,17 @@ from torch import Tensor
 from .color import check_image
 from .dehaze import dark_channel
 
-__all__ = ["TASTE_FEATURES", "colourfulness", "psnr", "ssim", "taste_features"]
+__all__ = [
+    "TASTE_FEATURES",
+    "ciede2000",
+    "clipped_share",
+    "colourfulness",
+    "delta_e",
+    "neutral_chroma",
+    "psnr",
+    "ssim",
+    "taste_features",
+]
 
 #: Names of the columns of :func:`taste_features`.
 TASTE_FEATURES: tuple[str, ...] = ("luminance", "colourfulness", "contrast", "warmth", "haze")
@@ -71,6 +83,123 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 11) -> Tensor:
         raise ValueError(f"window_size must be a positive odd int, got {window_size}")
     window = min(window_size, 2 * min(a.shape[-2:]) - 1)
     return _kornia_ssim(a, b, window, max_val=1.0).mean(dim=(1, 2, 3))
+
+
+def ciede2000(lab1: Tensor, lab2: Tensor) -> Tensor:
+    r"""CIEDE2000 colour difference :math:`\Delta E_{00}` of CIELAB colours (Sharma, Wu & Dalal, 2005).
+
+    Args:
+        lab1, lab2: :math:`(..., 3)` CIELAB ``(L*, a*, b*)``, broadcastable; ``kL = kC = kH = 1``.
+
+    Returns:
+        :math:`(...)` non-negative differences.
+
+    Example:
+        >>> round(float(ciede2000(torch.tensor([50.0, 2.6772, -79.7751]), torch.tensor([50.0, 0.0, -82.7485]))), 4)
+        2.0425
+    """
+    if lab1.shape[-1] != 3 or lab2.shape[-1] != 3:
+        raise ValueError(f"expected (..., 3) CIELAB colours, got {tuple(lab1.shape)} and {tuple(lab2.shape)}")
+    (l1, a1, b1), (l2, a2, b2) = lab1.unbind(-1), lab2.unbind(-1)
+    c_mean7 = ((torch.hypot(a1, b1) + torch.hypot(a2, b2)) / 2) ** 7
+    g = 0.5 * (1 - torch.sqrt(c_mean7 / (c_mean7 + 25.0**7)))
+    a1p, a2p = a1 * (1 + g), a2 * (1 + g)
+    c1p, c2p = torch.hypot(a1p, b1), torch.hypot(a2p, b2)
+    h1p = torch.atan2(b1, a1p) % (2 * math.pi)
+    h2p = torch.atan2(b2, a2p) % (2 * math.pi)
+    chroma_zero = (c1p * c2p) == 0
+    dh = h2p - h1p
+    dh = torch.where(dh > math.pi, dh - 2 * math.pi, torch.where(dh < -math.pi, dh + 2 * math.pi, dh))
+    dh = torch.where(chroma_zero, torch.zeros_like(dh), dh)
+    d_l, d_c = l2 - l1, c2p - c1p
+    d_h = 2 * torch.sqrt(c1p * c2p) * torch.sin(dh / 2)
+    l_mean, c_mean = (l1 + l2) / 2, (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_mean = torch.where((h1p - h2p).abs() > math.pi,
+                         torch.where(h_sum < 2 * math.pi, h_sum + 2 * math.pi, h_sum - 2 * math.pi), h_sum) / 2
+    h_mean = torch.where(chroma_zero, h_sum, h_mean)
+    t = (1 - 0.17 * torch.cos(h_mean - math.radians(30)) + 0.24 * torch.cos(2 * h_mean)
+         + 0.32 * torch.cos(3 * h_mean + math.radians(6)) - 0.20 * torch.cos(4 * h_mean - math.radians(63)))
+    s_l = 1 + 0.015 * (l_mean - 50) ** 2 / torch.sqrt(20 + (l_mean - 50) ** 2)
+    s_c = 1 + 0.045 * c_mean
+    s_h = 1 + 0.015 * c_mean * t
+    c_mean7p = c_mean**7
+    r_c = 2 * torch.sqrt(c_mean7p / (c_mean7p + 25.0**7))
+    d_theta = math.radians(30) * torch.exp(-(((torch.rad2deg(h_mean) - 275) / 25) ** 2))
+    r_t = -torch.sin(2 * d_theta) * r_c
+    return torch.sqrt((d_l / s_l) ** 2 + (d_c / s_c) ** 2 + (d_h / s_h) ** 2 + r_t * (d_c / s_c) * (d_h / s_h))
+
+
+def delta_e(a: Tensor, b: Tensor) -> Tensor:
+    r"""Mean CIEDE2000 :math:`\Delta E_{00}` between each pair of sRGB images (via :func:`kornia.color.rgb_to_lab`).
+
+    Args:
+        a, b: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        :math:`(B,)`; 0 for identical images, about 2.3 for a just noticeable difference.
+
+    Example:
+        >>> image = torch.rand(2, 3, 8, 8)
+        >>> delta_e(image, image)
+        tensor([0., 0.])
+    """
+    _check_pair(a, b)
+    lab_a, lab_b = rgb_to_lab(a).permute(0, 2, 3, 1), rgb_to_lab(b).permute(0, 2, 3, 1)
+    return ciede2000(lab_a, lab_b).flatten(1).mean(dim=1)
+
+
+#: A channel at or above this is a clipped highlight, all channels at or below 1 − this a crushed shadow.
+CLIP_LEVEL = 254.5 / 255
+#: Pixels of the original whose CIELAB chroma is below this (and L* in [20, 95]) count as near-neutral.
+NEUTRAL_CHROMA = 5.0
+
+
+def clipped_share(image: Tensor) -> Tensor:
+    r"""Share of pixels with a clipped highlight (any channel at 255 in 8 bits) or a crushed shadow (all at 0).
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        :math:`(B,)` in :math:`[0, 1]`.
+
+    Example:
+        >>> clipped_share(torch.tensor([0.0, 0.5, 1.0, 0.3]).view(1, 1, 1, 4).expand(1, 3, 1, 4))
+        tensor([0.5000])
+    """
+    check_image(image)
+    high = image.amax(dim=1) >= CLIP_LEVEL
+    low = image.amax(dim=1) <= 1.0 - CLIP_LEVEL
+    return (high | low).flatten(1).float().mean(dim=1)
+
+
+def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
+    r"""Mean CIELAB chroma of ``image`` over the pixels that are near-neutral in ``reference``.
+
+    Near-neutral: chroma below :data:`NEUTRAL_CHROMA` and :math:`L^*` in :math:`[20, 95]` in ``reference``
+    (whites and greys, not black or blown out). A retouch that keeps them neutral keeps this low; it is
+    the ΔE of those pixels from grey in chroma.
+
+    Args:
+        image, reference: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        :math:`(B,)`; NaN where ``reference`` has no near-neutral pixel.
+
+    Example:
+        >>> grey = torch.full((1, 3, 4, 4), 0.5)
+        >>> warm = grey * torch.tensor([1.1, 1.0, 0.9]).view(1, 3, 1, 1)
+        >>> bool(neutral_chroma(grey, grey) < 0.01), bool(neutral_chroma(warm, grey) > 5)
+        (True, True)
+    """
+    _check_pair(image, reference)
+    lab_ref, lab = rgb_to_lab(reference), rgb_to_lab(image)
+    mask = (torch.hypot(lab_ref[:, 1], lab_ref[:, 2]) < NEUTRAL_CHROMA) & (lab_ref[:, 0] >= 20) & (lab_ref[:, 0] <= 95)
+    chroma = torch.hypot(lab[:, 1], lab[:, 2])
+    count = mask.flatten(1).sum(dim=1)
+    total = (chroma * mask).flatten(1).sum(dim=1)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
 
 
 def colourfulness(image: Tensor) -> Tensor:

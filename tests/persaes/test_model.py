@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persaes.model import STATS, AttentionHead, distribution_to_score, image_statistics
-from retouch import degrade
+from persaes.model import STATS, THUMB, AttentionHead, QualityNet, distribution_to_score, image_statistics
+from retouch import degrade, over_process
 
 
 @pytest.mark.parametrize("size", [(260, 260), (123, 457), (600, 400), (32, 32)])
@@ -44,7 +44,8 @@ def test_attention_maps_weight_positions() -> None:
 def test_head_rejects_unpooled_z3() -> None:
     head = AttentionHead((8, 16, 32), hidden=4)
     with pytest.raises(ValueError, match="pooled"):
-        head(torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32, 3, 3), torch.rand(1, STATS))
+        head(torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32, 3, 3), torch.rand(1, STATS),
+             torch.rand(1, 3, THUMB, THUMB))
 
 
 def test_preprocess_rejects_non_rgb(random_model) -> None:
@@ -56,7 +57,8 @@ def test_image_statistics_read_tone_colour_and_haze() -> None:
     flat = image_statistics(torch.full((1, 3, 16, 16), 0.5))[0]
     assert flat.shape == (STATS,)
     assert torch.allclose(flat[:9], torch.full((9,), 0.5).index_fill(0, torch.tensor([1]), 0.0), atol=1e-6)
-    assert torch.allclose(flat[-3:], torch.zeros(3), atol=1e-6)
+    assert torch.allclose(flat[14:20], torch.zeros(6), atol=1e-6)  # no cast, no saturation, no channel clipped
+    assert torch.allclose(flat[19:], torch.zeros(2), atol=1e-6)  # no edges
     g = torch.Generator().manual_seed(0)
     photo = torch.rand(1, 3, 32, 32, generator=g) * 0.6 + 0.2
     over = image_statistics(degrade(photo, "over", 1)[0])[0]
@@ -68,6 +70,10 @@ def test_image_statistics_read_tone_colour_and_haze() -> None:
     assert image_statistics(warm.clamp(0, 1))[0, 14] > base[14]  # red cast
     hazy = image_statistics(degrade(photo, "haze", 1)[0])[0]
     assert hazy[13] > base[13]  # dark channel
+    vivid = image_statistics(over_process(photo, "over-saturate", "strong", 1)[0])[0]
+    assert vivid[17] > base[17]  # saturation quantile
+    sharp = image_statistics(over_process(photo, "over-sharpen", "strong", 1)[0])[0]
+    assert sharp[19] > base[19] and sharp[18] > base[18]  # Laplacian; channels clipped by the overshoot
 
 
 def test_image_statistics_pass_gradients() -> None:
@@ -82,9 +88,11 @@ def test_quality_branch_is_standardised_and_moves_the_score() -> None:
     head.standardize_stats(sample)
     assert torch.allclose(head.stats_mean, sample.mean(0)) and torch.allclose(head.stats_scale, sample.std(0))
     z = torch.rand(1, 8, 9, 9), torch.rand(1, 16, 5, 5), torch.rand(1, 32)
+    thumb = torch.rand(1, 3, THUMB, THUMB)
     with torch.no_grad():
-        one, other = (distribution_to_score(head(*z, s[None])) for s in sample[:2])
-    assert not torch.allclose(one, other)
+        one, other = (distribution_to_score(head(*z, s[None], thumb)) for s in sample[:2])
+        brighter = distribution_to_score(head(*z, sample[:1], (thumb + 0.3).clamp(0, 1)))
+    assert not torch.allclose(one, other) and not torch.allclose(one, brighter)
     with pytest.raises(ValueError, match="statistics"):
         head.standardize_stats(torch.rand(1, STATS))
 
@@ -92,7 +100,8 @@ def test_quality_branch_is_standardised_and_moves_the_score() -> None:
 def test_content_grad_scales_only_the_content_paths_gradient() -> None:
     torch.manual_seed(0)
     head = AttentionHead((8, 16, 32), hidden=4).eval()
-    inputs = (torch.rand(3, 8, 6, 6), torch.rand(3, 16, 6, 6), torch.rand(3, 32), torch.rand(3, STATS))
+    inputs = (torch.rand(3, 8, 6, 6), torch.rand(3, 16, 6, 6), torch.rand(3, 32), torch.rand(3, STATS),
+              torch.rand(3, 3, THUMB, THUMB))
     grads, outputs = {}, {}
     for share in (1.0, 0.5, 0.0):
         head.zero_grad()
@@ -106,5 +115,12 @@ def test_content_grad_scales_only_the_content_paths_gradient() -> None:
         assert grads[1.0][name].abs().sum() > 0
         assert torch.allclose(grads[0.5][name], 0.5 * grads[1.0][name], atol=1e-7)
         assert not grads[0.0][name].any()
-    for name in ("quality.0.weight", "quality.2.bias"):
+    for name in ("quality.mlp.0.weight", "quality.mlp.2.bias", "quality.conv.0.weight"):
         assert grads[0.0][name].abs().sum() > 0 and torch.allclose(grads[0.0][name], grads[1.0][name])
+
+
+def test_quality_net_passes_finite_gradients_to_the_thumbnail() -> None:
+    net = QualityNet(width=4, hidden=8)
+    thumb = torch.rand(2, 3, THUMB, THUMB, requires_grad=True)
+    net(torch.rand(2, STATS), thumb).sum().backward()
+    assert torch.isfinite(thumb.grad).all() and thumb.grad.abs().sum() > 0

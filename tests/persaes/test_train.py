@@ -1,18 +1,20 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from persaes.features import Features
 from persaes.losses import emd_loss
-from persaes.model import STATS, AttentionHead, distribution_to_score
+from persaes.model import STATS, THUMB, AttentionHead, distribution_to_score
 from persaes.train import GenericSettings, PersonalSettings, train_generic, train_personal
 
 
 def _feats(n: int, seed: int = 0) -> Features:
-    """Random backbone features; the image statistics are all equal, so only the features can explain a target."""
+    """Random backbone features; the image statistics and thumbnails are all equal, so only the features can
+    explain a target."""
     g = torch.Generator().manual_seed(seed)
     return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g), torch.randn(n, 8, generator=g),
-                    torch.zeros(n, STATS))
+                    torch.zeros(n, STATS), torch.full((n, 3, THUMB, THUMB), 0.5))
 
 
 def test_generic_stage_fits_histograms() -> None:
@@ -27,7 +29,48 @@ def test_generic_stage_fits_histograms() -> None:
     assert after < 0.5 * before and history[-1] < history[0]
 
 
+def test_generic_stage_learns_pairs_and_resumes_to_the_same_weights(tmp_path) -> None:
+    feats = _feats(48, seed=4)
+    # photos 32..47 are "processed" copies of 0..15: brighter thumbnails, same backbone features
+    for t in (feats.z1, feats.z2, feats.z3, feats.stats):
+        t[32:] = t[:16]
+    feats.thumb[32:] = 0.8
+    target = torch.softmax(2 * feats.z3[:32, :1] * torch.linspace(-1, 1, 10), dim=1)
+    hists = torch.cat([target, torch.zeros(16, 10)])
+    pairs = torch.stack([torch.arange(16), torch.arange(32, 48)], dim=1)
+    settings = GenericSettings(epochs=6, lr=1e-2, pair_weight=3.0, pair_margin=0.3)
+
+    def run(state=None, stop_after: int | None = None, epochs: int = settings.epochs) -> AttentionHead:
+        def on_epoch(epoch: int, loss: float) -> None:
+            if epoch == stop_after:
+                raise KeyboardInterrupt  # the job is killed after writing this epoch's state
+
+        head = AttentionHead((4, 6, 8), hidden=4)
+        head.load_state_dict(start)
+        try:
+            train_generic(head, feats.take, hists, GenericSettings(**{**settings.as_dict(), "epochs": epochs}), seed=3,
+                          pairs=pairs, rated=torch.arange(32), state_path=state, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            pass
+        return head
+
+    torch.manual_seed(0)
+    start = AttentionHead((4, 6, 8), hidden=4).state_dict()
+    whole = run()
+    with torch.no_grad():
+        scores = distribution_to_score(whole(*feats.take(range(48))))
+    assert bool((scores[:16] > scores[32:]).all())  # the originals win their pairs
+    state = tmp_path / "state.safetensors"
+    run(state, stop_after=2)
+    resumed = run(state)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    with pytest.raises(ValueError, match="another run"):
+        run(state, epochs=9)
+
+
 def test_personal_stage_learns_an_ordering_and_anchor_holds_it_back() -> None:
+    torch.manual_seed(0)
     feats = _feats(40, seed=1)
     truth = feats.z3[:, 0]
     pairs = torch.tensor([[i, j] if truth[i] > truth[j] else [j, i] for i in range(20) for j in range(i + 1, 20)])

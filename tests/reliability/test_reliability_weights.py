@@ -252,7 +252,7 @@ def test_bad_retouching_models_are_refused_in_one_line(album: Path, tmp_path: Pa
     for path, reason in [
         (no_ops, "metadata does not describe a retouching model (KeyError: 'ops')"),
         (other_ops, "tensors do not fit the model it describes (Missing key(s) in state_dict: "),
-        (profile, "not a persaes retouching model (format 'persaes-checkpoint/2')"),
+        (profile, "not a persaes retouching model (format 'persaes-checkpoint/3')"),
         (cut, "not a valid retouching model (Error while deserializing header: "),
     ]:
         refused(invoke("retouch", album, tmp_path / "out", "--model", path, "--device", "cpu"), path, reason)

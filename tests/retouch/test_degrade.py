@@ -10,7 +10,18 @@ from hypothesis import strategies as st
 from kornia.color import rgb_to_grayscale
 from retouch_testing import image_batches
 
-from retouch.degrade import DEGRADATIONS, EDITS, add_haze, degrade, expose, random_edit
+from retouch.degrade import (
+    DEGRADATIONS,
+    EDITS,
+    OVER_PROCESSING,
+    add_haze,
+    degrade,
+    expose,
+    over_process,
+    random_edit,
+    s_curve,
+    unsharp_mask,
+)
 from retouch.dehaze import dark_channel
 from retouch.metrics import colourfulness
 
@@ -154,3 +165,44 @@ def test_property_range(image: torch.Tensor, seed: int) -> None:
     for out in outputs:
         assert out.shape == image.shape
         assert not out.isnan().any() and out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("kind", OVER_PROCESSING)
+def test_over_processing_is_seeded_and_stronger_at_the_strong_level(kind: str) -> None:
+    image = _photo(batch=3)
+    mild, params = over_process(image, kind, "mild", 5)
+    again, _ = over_process(image, kind, "mild", 5)
+    strong, _ = over_process(image, kind, "strong", 5)
+    assert torch.equal(mild, again) and params["params"].shape[0] == 3
+    assert ((mild >= 0) & (mild <= 1)).all() and ((strong >= 0) & (strong <= 1)).all()
+    change = (mild - image).abs().mean(dim=(1, 2, 3))
+    assert (change > 1e-3).all() and (strong - image).abs().mean() > change.mean()
+
+
+def test_over_processing_moves_each_kind_its_own_way() -> None:
+    image = _photo(batch=2)
+    luma = rgb_to_grayscale(image).mean()
+    assert rgb_to_grayscale(over_process(image, "brighten", "mild", 0)[0]).mean() > luma
+    assert rgb_to_grayscale(over_process(image, "darken", "mild", 0)[0]).mean() < luma
+    assert (colourfulness(over_process(image, "over-saturate", "mild", 0)[0]) > colourfulness(image)).all()
+    contrast = rgb_to_grayscale(over_process(image, "over-contrast", "mild", 0)[0]).std()
+    assert contrast > rgb_to_grayscale(image).std()
+    assert dark_channel(over_process(image, "over-dehaze", "strong", 0)[0]).mean() < dark_channel(image).mean()
+    step = torch.zeros(1, 3, 16, 16)
+    step[..., 8:] = 0.6
+    step += 0.2
+    sharp = unsharp_mask(step, 2.0)
+    assert sharp[..., 7].mean() < 0.2 and sharp[..., 8].mean() > 0.8  # overshoot on both sides of the edge
+
+
+def test_s_curve_keeps_ends_and_midpoint() -> None:
+    ramp = torch.linspace(0, 1, 11).view(1, 1, 1, 11).expand(1, 3, 1, 11)
+    out = s_curve(ramp, 6.0)
+    assert torch.allclose(out[..., [0, 5, 10]], ramp[..., [0, 5, 10]], atol=1e-6)
+    assert (out[..., 1:5] < ramp[..., 1:5]).all() and (out[..., 6:10] > ramp[..., 6:10]).all()
+    with pytest.raises(ValueError, match="gain"):
+        s_curve(ramp, 0.0)
+    with pytest.raises(ValueError, match="kind"):
+        over_process(ramp, "posterize", "mild", 0)
+    with pytest.raises(ValueError, match="level"):
+        over_process(ramp, "darken", "extreme", 0)

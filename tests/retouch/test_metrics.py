@@ -9,7 +9,17 @@ import torch
 from retouch_testing import random_image
 
 from retouch.color import saturation
-from retouch.metrics import TASTE_FEATURES, colourfulness, psnr, ssim, taste_features
+from retouch.metrics import (
+    TASTE_FEATURES,
+    ciede2000,
+    clipped_share,
+    colourfulness,
+    delta_e,
+    neutral_chroma,
+    psnr,
+    ssim,
+    taste_features,
+)
 
 
 def test_psnr_per_image() -> None:
@@ -70,3 +80,40 @@ def test_taste_features_gradients_finite_on_flat_images() -> None:
     image = torch.full((2, 3, 8, 8), 0.3, requires_grad=True)
     taste_features(image).sum().backward()
     assert torch.isfinite(image.grad).all()
+
+
+# Pairs of Sharma, Wu & Dalal (2005), "The CIEDE2000 color-difference formula", Table 1.
+SHARMA = [
+    ((50.0, 2.6772, -79.7751), (50.0, 0.0, -82.7485), 2.0425),
+    ((50.0, 0.0, 0.0), (50.0, -1.0, 2.0), 2.3669),
+    ((50.0, 2.49, -0.001), (50.0, -2.49, 0.0011), 7.2195),
+    ((50.0, 2.5, 0.0), (73.0, 25.0, -18.0), 27.1492),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+    ((22.7233, 20.0904, -46.6940), (23.0331, 14.9730, -42.5619), 2.0373),
+    ((90.9257, -0.5406, -0.9208), (88.6381, -0.8985, -0.7239), 1.5381),
+    ((2.0776, 0.0795, -1.1350), (0.9033, -0.0636, -0.5514), 0.9082),
+]
+
+
+def test_ciede2000_matches_sharmas_table() -> None:
+    lab1 = torch.tensor([a for a, _, _ in SHARMA], dtype=torch.float64)
+    lab2 = torch.tensor([b for _, b, _ in SHARMA], dtype=torch.float64)
+    expected = torch.tensor([e for _, _, e in SHARMA], dtype=torch.float64)
+    assert torch.allclose(ciede2000(lab1, lab2), expected, atol=1e-4)
+    assert torch.allclose(ciede2000(lab2, lab1), expected, atol=1e-4)  # symmetric
+    with pytest.raises(ValueError, match="CIELAB"):
+        ciede2000(torch.zeros(2, 4), torch.zeros(2, 4))
+
+
+def test_delta_e_grows_with_a_cast_and_clipping_is_counted() -> None:
+    image = random_image(2, 3, 16, 16, seed=3) * 0.8 + 0.1
+    warm = (image * torch.tensor([1.1, 1.0, 0.9]).view(1, 3, 1, 1)).clamp(0, 1)
+    warmer = (image * torch.tensor([1.2, 1.0, 0.8]).view(1, 3, 1, 1)).clamp(0, 1)
+    assert torch.allclose(delta_e(image, image), torch.zeros(2), atol=1e-3)
+    assert (delta_e(warm, image) > 1).all() and (delta_e(warmer, image) > delta_e(warm, image)).all()
+    assert (clipped_share(image) == 0).all()
+    assert torch.allclose(clipped_share((image * 3).clamp(0, 1)), (image * 3 >= 254.5 / 255).any(dim=1).flatten(1).float().mean(1))
+    grey = torch.full((1, 3, 8, 8), 0.6)
+    assert float(neutral_chroma(grey, grey)) < 0.01
+    assert float(neutral_chroma(grey * torch.tensor([1.1, 1.0, 0.9]).view(1, 3, 1, 1), grey)) > 5
+    assert math.isnan(float(neutral_chroma(grey, torch.zeros(1, 3, 8, 8))))  # black has no near-neutral pixel
