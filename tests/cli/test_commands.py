@@ -106,12 +106,23 @@ def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -
     assert _run("retouch", str(album), str(tmp_path / "neg"), "--fidelity", "-1").exit_code == 2
 
 
+
+def _darkened(photos: list[Path], folder: Path) -> None:
+    """Copies of `photos` in `folder`, 1.5 EV under-exposed."""
+    from persaes.images import load_image
+    from persaes.retouch_files import save_photo
+    from retouch import expose
+
+    for photo in photos:
+        save_photo(expose(load_image(photo)[None], -1.5)[0], folder / photo.name)
+
+
 def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], tmp_path: Path) -> None:
     from persaes.scorer import resolve_weights
 
     album = tmp_path / "album"
     album.mkdir()
-    shutil.copy(photos[0], album / photos[0].name)
+    _darkened(photos[:1], album)  # a photo the model wants to change (a natural one it keeps as it is)
     profile = str(resolve_weights("generic"))  # a profile file (the generic weights stand in for one)
     outputs = {}
     for name, extra in (("stacked", []), ("alone", ["--base", "none"]), ("generic", ["--profile", "generic"])):
@@ -134,7 +145,7 @@ def test_compare_retouches_the_generic_column_further_for_the_personal_one(photo
 
     album = tmp_path / "album"
     album.mkdir()
-    shutil.copy(photos[0], album / photos[0].name)
+    _darkened(photos[:1], album)  # a photo the model wants to change (a natural one it keeps as it is)
     profile = str(resolve_weights("generic"))
     common = ["--steps", "3", "--ops", "exposure,color", "--device", "cpu"]
     result = _run("compare", str(album), "--profile", profile, "--out", str(tmp_path / "report"), *common)
@@ -160,8 +171,7 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
 
     album = tmp_path / "album"
     album.mkdir()
-    for photo in photos:
-        shutil.copy(photo, album / photo.name)
+    _darkened(photos, album)  # under-exposed, so the fitted retouch is a real edit for the network to learn
     fast = ("--ops", "exposure,color", "--steps", "10", "--device", "cpu")
     fitted = tmp_path / "fitted"
     assert _run("retouch", str(album), str(fitted), *fast).exit_code == 0

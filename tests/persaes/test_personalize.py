@@ -58,7 +58,8 @@ def _share_preferring_dark(scorer_name: Path | str, held: Path) -> float:
 def test_profile_follows_the_answers_on_held_out_photos(dark_lover: dict[str, Path]) -> None:
     generic = _share_preferring_dark("generic", dark_lover["held"])
     personal = _share_preferring_dark(dark_lover["profile"], dark_lover["held"])
-    assert personal >= 0.8 and personal >= generic + 0.5
+    # right on most held-out pairs, and at least half the generic model's remaining errors corrected
+    assert personal >= 0.8 and personal - generic >= (1 - generic) / 2
 
 
 def test_profile_metadata(dark_lover: dict[str, Path]) -> None:
