@@ -19,8 +19,12 @@ __all__ = [
     "clipped_share",
     "colourfulness",
     "delta_e",
+    "near_neutral_mask",
+    "neutral_cast",
     "neutral_chroma",
+    "new_clipping",
     "psnr",
+    "soft_clipped_share",
     "ssim",
     "taste_features",
 ]
@@ -194,12 +198,103 @@ def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
         (True, True)
     """
     _check_pair(image, reference)
-    lab_ref, lab = rgb_to_lab(reference), rgb_to_lab(image)
-    mask = (torch.hypot(lab_ref[:, 1], lab_ref[:, 2]) < NEUTRAL_CHROMA) & (lab_ref[:, 0] >= 20) & (lab_ref[:, 0] <= 95)
-    chroma = torch.hypot(lab[:, 1], lab[:, 2])
+    mask = near_neutral_mask(reference)
     count = mask.flatten(1).sum(dim=1)
-    total = (chroma * mask).flatten(1).sum(dim=1)
+    total = (_chroma(image) * mask).flatten(1).sum(dim=1)
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def near_neutral_mask(image: Tensor) -> Tensor:
+    r"""Pixels of ``image`` that are near-neutral: CIELAB chroma below :data:`NEUTRAL_CHROMA`, :math:`L^*` in
+    :math:`[20, 95]`.
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        :math:`(B, H, W)` boolean.
+
+    Example:
+        >>> image = torch.tensor([[0.5, 0.5, 0.5], [0.9, 0.2, 0.1]]).T.reshape(1, 3, 1, 2)
+        >>> near_neutral_mask(image)
+        tensor([[[ True, False]]])
+    """
+    check_image(image)
+    lab = rgb_to_lab(image)
+    return (_chroma(image, lab) < NEUTRAL_CHROMA) & (lab[:, 0] >= 20) & (lab[:, 0] <= 95)
+
+
+def _chroma(image: Tensor, lab: Tensor | None = None) -> Tensor:
+    """CIELAB chroma, :math:`(B, H, W)`, with a finite gradient at grey."""
+    lab = rgb_to_lab(image) if lab is None else lab
+    return _safe_sqrt(lab[:, 1].square() + lab[:, 2].square())
+
+
+def soft_clipped_share(image: Tensor, width: float = 4.0 / 255) -> Tensor:
+    r"""A differentiable :func:`clipped_share`: a pixel counts by a sigmoid of its brightest channel that rises
+    from about 0 at :math:`1 - 2\,\text{width}` to about 1 at 1 (and the mirror image for crushed shadows).
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        width: half the width of the ramp (a pixel ``width`` short of white counts 0.5).
+
+    Returns:
+        :math:`(B,)` in :math:`(0, 1)`.
+
+    Example:
+        >>> image = torch.tensor([0.0, 0.5, 1.0, 0.3]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+        >>> round(float(soft_clipped_share(image)), 2)
+        0.49
+    """
+    check_image(image)
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    brightest = image.amax(dim=1)
+    high = torch.sigmoid((brightest - 1.0 + width) * (4.0 / width))
+    low = torch.sigmoid((width - brightest) * (4.0 / width))
+    return (high + low).flatten(1).mean(dim=1)
+
+
+def new_clipping(edited: Tensor, source: Tensor) -> Tensor:
+    r"""How much more of ``edited`` is clipped than of ``source``: :math:`\max(0, s(\text{edited}) -
+    s(\text{source}))` with :math:`s` = :func:`soft_clipped_share`. Differentiable in ``edited``.
+
+    Args:
+        edited, source: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        :math:`(B,)` in :math:`[0, 1)`; 0 when the edit clips nothing new.
+
+    Example:
+        >>> photo = torch.full((1, 3, 4, 4), 0.6)
+        >>> round(float(new_clipping(photo * 0.5, photo)), 6), bool(new_clipping(photo * 2, photo) > 0.9)
+        (0.0, True)
+    """
+    _check_pair(edited, source)
+    return (soft_clipped_share(edited) - soft_clipped_share(source)).clamp_min(0.0)
+
+
+def neutral_cast(edited: Tensor, source: Tensor) -> Tensor:
+    r"""How far ``source``'s near-neutral pixels (:func:`near_neutral_mask`) are cast in ``edited``: the mean of
+    :math:`\max(0, C^*_\text{edited} - \text{NEUTRAL\_CHROMA})` over them (CIELAB chroma units, ΔE from
+    grey beyond the near-neutral limit). Differentiable in ``edited``.
+
+    Args:
+        edited, source: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        :math:`(B,)`, non-negative; 0 where ``source`` has no near-neutral pixel.
+
+    Example:
+        >>> grey = torch.full((1, 3, 4, 4), 0.5)
+        >>> warm = grey * torch.tensor([1.2, 1.0, 0.8]).view(1, 3, 1, 1)
+        >>> neutral_cast(grey * 1.1, grey), bool(neutral_cast(warm, grey) > 5)
+        (tensor([0.]), True)
+    """
+    _check_pair(edited, source)
+    mask = near_neutral_mask(source.detach()).float()
+    excess = (_chroma(edited) - NEUTRAL_CHROMA).clamp_min(0.0)
+    return (excess * mask).flatten(1).sum(dim=1) / mask.flatten(1).sum(dim=1).clamp_min(1.0)
 
 
 def colourfulness(image: Tensor) -> Tensor:

@@ -3,8 +3,10 @@ feed-forward network that learns to make such fitted edits in one pass (:func:`t
 
 The loss is any callable ``images -> scalar`` (e.g. ``persaes.AestheticLoss``). Regularisers
 keep edits natural, the answer to "the model learns to over-brighten": a fidelity term
-(mean absolute change from the input), the ops' own smoothness/strength terms, and
-bounded parameters (every op maps raw parameters into a safe range).
+(mean absolute change from the input), the ops' own smoothness/strength terms, bounded
+parameters (every op maps raw parameters into a safe range), and two guards that no gain of
+the loss outweighs: no new clipped highlights or crushed shadows, no cast on the input's
+whites and greys.
 
 Parameters are fitted on a copy whose longer side is at most ``work_size``; they are
 global or coarse grids, so the same edit then applies to the full-size photo in one pass.
@@ -25,6 +27,7 @@ from torch import Tensor
 
 from .color import check_image
 from .dehaze import resize_to_fit
+from .metrics import neutral_cast, new_clipping
 from .pipeline import Retoucher, RetouchNet
 
 LossFn = Callable[[Tensor], Tensor]
@@ -41,6 +44,12 @@ class EditSettings:
         fidelity: weight of the mean absolute change from the input.
         regularization: weight of the ops' regularisers.
         work_size: longer side of the copy the parameters are fitted on.
+        clip_guard: weight of the share of pixels the edit clips that the input did not
+            (:func:`~retouch.metrics.new_clipping`): at 100, clipping 1% more of the photo costs
+            as much as a score point.
+        neutral_guard: weight of the cast on the input's near-neutral pixels
+            (:func:`~retouch.metrics.neutral_cast`, chroma beyond 5): at 0.2, a cast of chroma 10 on
+            whites and greys costs as much as a score point.
     """
 
     steps: int = 25
@@ -48,14 +57,21 @@ class EditSettings:
     fidelity: float = 2.0
     regularization: float = 1.0
     work_size: int = 256
+    clip_guard: float = 100.0
+    neutral_guard: float = 0.2
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
 def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor, settings: EditSettings) -> Tensor:
-    """``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``."""
-    return loss_fn(edited) + settings.fidelity * (edited - source).abs().mean() + settings.regularization * regularizer
+    """``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the guards:
+    ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)`` (means over
+    the batch). The guards hold however much the loss gains: no taste licenses clipping or casts."""
+    guards = (settings.clip_guard * new_clipping(edited, source).mean()
+              + settings.neutral_guard * neutral_cast(edited, source).mean())
+    return (loss_fn(edited) + settings.fidelity * (edited - source).abs().mean()
+            + settings.regularization * regularizer + guards)
 
 
 @torch.no_grad()

@@ -93,7 +93,7 @@ def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -
 
     album = tmp_path / "album"
     album.mkdir()
-    shutil.copy(photos[0], album / photos[0].name)
+    _darkened(photos[:1], album)  # a photo the loss wants to change
     original = load_image(album / photos[0].name)
     change = {}
     for fidelity in ("0", "1000"):

@@ -15,8 +15,12 @@ from retouch.metrics import (
     clipped_share,
     colourfulness,
     delta_e,
+    near_neutral_mask,
+    neutral_cast,
     neutral_chroma,
+    new_clipping,
     psnr,
+    soft_clipped_share,
     ssim,
     taste_features,
 )
@@ -117,3 +121,41 @@ def test_delta_e_grows_with_a_cast_and_clipping_is_counted() -> None:
     assert float(neutral_chroma(grey, grey)) < 0.01
     assert float(neutral_chroma(grey * torch.tensor([1.1, 1.0, 0.9]).view(1, 3, 1, 1), grey)) > 5
     assert math.isnan(float(neutral_chroma(grey, torch.zeros(1, 3, 8, 8))))  # black has no near-neutral pixel
+
+
+def test_soft_clipped_share_follows_the_hard_count_and_has_gradients() -> None:
+    image = random_image(2, 3, 32, 32, seed=5)
+    for gain in (0.5, 1.0, 1.5, 3.0):
+        edited = (image * gain).clamp(0, 1)
+        assert torch.allclose(soft_clipped_share(edited), clipped_share(edited), atol=0.05)
+    near = torch.full((1, 3, 4, 4), 0.96, requires_grad=True)  # short of white: hardly counted, but a gradient toward it
+    share = soft_clipped_share(near)
+    share.sum().backward()
+    assert float(share.detach()) < 0.01 and bool((near.grad > 0).any()) and torch.isfinite(near.grad).all()
+    with pytest.raises(ValueError, match="width"):
+        soft_clipped_share(image, width=0)
+
+
+def test_new_clipping_counts_only_what_the_edit_adds() -> None:
+    image = random_image(1, 3, 32, 32, seed=6) * 0.9
+    darker, brighter = image * 0.8, (image * 1.6).clamp(0, 1)
+    assert float(new_clipping(darker, image)) < 1e-4 and float(new_clipping(image, image)) == 0.0
+    added = float(clipped_share(brighter) - clipped_share(image))
+    assert added > 0.1 and abs(float(new_clipping(brighter, image)) - added) < 0.05
+    assert float(new_clipping(image, brighter)) == 0.0  # undoing clipping is never penalised
+
+
+def test_neutral_cast_holds_whites_and_greys_only() -> None:
+    grey = torch.full((1, 3, 8, 8), 0.6)
+    red = torch.tensor([0.8, 0.2, 0.1]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    scene = torch.cat([grey, red], dim=3)  # left half neutral, right half red
+    assert near_neutral_mask(scene)[0, :, :8].all() and not near_neutral_mask(scene)[0, :, 8:].any()
+    warm = (scene * torch.tensor([1.15, 1.0, 0.85]).view(1, 3, 1, 1)).clamp(0, 1).requires_grad_()
+    assert float(neutral_cast(scene * 1.2, scene)) == 0.0  # brighter, still neutral
+    cast = neutral_cast(warm, scene)
+    cast.sum().backward()
+    assert float(cast.detach()) > 3
+    assert torch.isfinite(warm.grad).all() and float(warm.grad[..., 8:].abs().sum()) == 0.0  # red pixels are free
+    flat = grey.clone().requires_grad_()
+    neutral_cast(flat, grey).sum().backward()  # chroma 0: the gradient stays finite
+    assert torch.isfinite(flat.grad).all()

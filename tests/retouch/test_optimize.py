@@ -4,7 +4,13 @@ import torch
 import torch.nn.functional as F
 
 from retouch.baselines import auto_gamma
-from retouch.optimize import EditSettings, coarse_start, optimize_edit, train_retouch_net
+from retouch.metrics import clipped_share, neutral_chroma
+from retouch.optimize import (
+    EditSettings,
+    coarse_start,
+    optimize_edit,
+    train_retouch_net,
+)
 from retouch.pipeline import Retoucher
 
 
@@ -51,6 +57,23 @@ def test_regularisers_hold_edits_back() -> None:
     free = optimize_edit(photo, _brightness_loss(0.8), ("exposure",), EditSettings(steps=30, fidelity=0.0, regularization=0.0))
     held = optimize_edit(photo, _brightness_loss(0.8), ("exposure",), EditSettings(steps=30, fidelity=5.0, regularization=5.0))
     assert (held(photo) - photo).abs().mean() < (free(photo) - photo).abs().mean()
+
+
+def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
+    from persaes.images import load_image
+
+    photo = load_image(photos[1], max_side=128)[None] * 0.6  # Car1 darkened: grey road, white lines, room to brighten
+
+    def greedy(images: torch.Tensor) -> torch.Tensor:  # pays for brightness and for red over blue, without limit
+        return -4 * images.mean() - 4 * (images[:, 0] - images[:, 2]).mean()
+
+    ops = ("exposure", "color")
+    free = optimize_edit(photo, greedy, ops, EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0))(photo)
+    held = optimize_edit(photo, greedy, ops, EditSettings(steps=30))(photo)
+    added = lambda edited: float(clipped_share(edited) - clipped_share(photo))
+    assert added(free) > 0.1 and added(held) < 0.005
+    assert float(neutral_chroma(free, photo)) > 10 and float(neutral_chroma(held, photo)) < 6
+    assert float(held.mean()) > float(photo.mean()) + 0.1  # the loss still moves what the guards allow
 
 
 def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
