@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -89,7 +90,7 @@ def clean_row(image: torch.Tensor, retouched: torch.Tensor, gain: float) -> dict
 
 
 def _nanmean(values: list[float]) -> float:
-    kept = [v for v in values if v == v]
+    kept = [v for v in values if not math.isnan(v)]
     return statistics.fmean(kept) if kept else float("nan")
 
 

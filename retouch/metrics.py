@@ -173,9 +173,8 @@ def clipped_share(image: Tensor) -> Tensor:
         tensor([0.5000])
     """
     check_image(image)
-    high = image.amax(dim=1) >= CLIP_LEVEL
-    low = image.amax(dim=1) <= 1.0 - CLIP_LEVEL
-    return (high | low).flatten(1).float().mean(dim=1)
+    brightest = image.amax(dim=1)
+    return ((brightest >= CLIP_LEVEL) | (brightest <= 1.0 - CLIP_LEVEL)).flatten(1).float().mean(dim=1)
 
 
 def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
