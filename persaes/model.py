@@ -15,13 +15,12 @@ Design choices where the paper is silent (documented here, switchable where benc
 * The concatenated vector goes through dropout and a 10-way linear layer. (It was
   layer-normalised at first; that threw away the overall scale of the features and
   ranked held-out photos worse, benchmarks/README.md.)
-* A quality branch (:class:`QualityNet`), content-free: a small CNN of its own weights on a
-  96×96 thumbnail of the backbone's input, beside :func:`image_statistics` (tone, clipping,
-  saturation, sharpness, haze and colour cast). Its 10 logits are added to the linear
-  layer's. The frozen ImageNet features confuse "bright" or "vivid" with "pretty content";
-  this branch is where the quality prior (an original beats its degraded and its
-  over-processed versions) is learned, so it gives the score an optimum at the natural photo
-  (benchmarks/README.md, restore).
+* A quality branch (:class:`QualityNet`), content-free: an MLP on :func:`image_statistics`
+  (tone, clipping, saturation, sharpness, haze and colour cast), optionally beside a small
+  CNN on a 96×96 thumbnail. Its 10 logits are added to the linear layer's. The frozen
+  ImageNet features confuse "bright" or "vivid" with "pretty content"; this branch is where
+  the quality prior (an original beats its degraded and its over-processed versions) is
+  learned, so it gives the score an optimum at the natural photo (benchmarks/README.md, §2).
 * The output is the softmax distribution over scores 1..10 and the score is its mean
   ``Σ i·pᵢ`` in ``[1, 10]``.
 
@@ -124,14 +123,17 @@ def thumbnail(square: Tensor) -> Tensor:
 
 
 class QualityNet(nn.Module):
-    """The content-free quality branch: a small CNN on a thumbnail beside :func:`image_statistics`.
+    """The content-free quality branch: an MLP on :func:`image_statistics`, optionally beside a small CNN on a thumbnail.
 
-    Four 3×3 stride-2 convolutions (``width``, 2, 4 and 4 × ``width`` channels) on the
-    :data:`THUMB`-pixel thumbnail, mean- and max-pooled, are concatenated with the
-    standardised statistics and mapped by a two-layer MLP of ``hidden`` units to 10 logits.
+    The standardised statistics are mapped by a two-layer MLP of ``hidden`` units to 10
+    logits. With ``width > 0``, four 3×3 stride-2 convolutions (``width``, 2, 4 and 4 ×
+    ``width`` channels) on the :data:`THUMB`-pixel thumbnail, mean- and max-pooled, are
+    concatenated with the statistics first. The default is the statistics alone: trained on
+    a few hundred photos, the CNN learns the photos themselves rather than what was done to
+    them, and ranks the degraded versions of new photos worse (benchmarks/README.md, §2).
 
     Args:
-        width: channels of the first convolution.
+        width: channels of the first convolution; 0 (default) for no CNN.
         hidden: width of the MLP.
 
     Shapes:
@@ -142,16 +144,22 @@ class QualityNet(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, width: int = 16, hidden: int = 64) -> None:
+    def __init__(self, width: int = 0, hidden: int = 64) -> None:
         super().__init__()
-        widths = (3, width, 2 * width, 4 * width, 4 * width)
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths, widths[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
-        self.conv = nn.Sequential(*layers)
-        self.mlp = nn.Sequential(nn.Linear(STATS + 2 * widths[-1], hidden), nn.ReLU(), nn.Linear(hidden, BINS))
+        if width < 0:
+            raise ValueError(f"width must be >= 0, got {width}")
+        self.conv: nn.Sequential | None = None
+        if width:
+            widths = (3, width, 2 * width, 4 * width, 4 * width)
+            layers: list[nn.Module] = []
+            for c_in, c_out in zip(widths, widths[1:]):
+                layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+            self.conv = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(nn.Linear(STATS + 8 * width, hidden), nn.ReLU(), nn.Linear(hidden, BINS))
 
     def forward(self, stats: Tensor, thumb: Tensor) -> Tensor:
+        if self.conv is None:
+            return self.mlp(stats)
         maps = self.conv((thumb - 0.5) / 0.25)
         return self.mlp(torch.cat([stats, maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
 
@@ -165,7 +173,7 @@ class AttentionHead(nn.Module):
         attention: ``False`` for the no-attention ablation (maps fixed at 1).
         dropout: dropout before the final linear layer.
         stats_hidden: width of the quality branch's MLP (:class:`QualityNet`).
-        quality_width: channels of the quality branch's first convolution.
+        quality_width: channels of the quality branch's first convolution (0: statistics only).
 
     Shapes:
         ``z1``: B×C1×H1×W1, ``z2``: B×C2×H2×W2 (any sizes), ``z3``: pooled B×C3,
@@ -175,7 +183,7 @@ class AttentionHead(nn.Module):
 
     def __init__(
         self, channels: tuple[int, int, int], hidden: int = 32, attention: bool = True, dropout: float = 0.2,
-        stats_hidden: int = 64, quality_width: int = 16,
+        stats_hidden: int = 64, quality_width: int = 0,
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels

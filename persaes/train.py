@@ -60,10 +60,11 @@ class GenericSettings:
         return asdict(self)
 
 
-SHIPPED_GENERIC = GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)
-"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/make_generic.py``): 40 epochs
+SHIPPED_GENERIC = GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5)
+"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/make_generic.py``): 10 epochs
 over the references, each going over all quality-prior pairs once, with a ranking term of weight 3
-and margin 0.5 (benchmarks/README.md, restore)."""
+and margin 0.5. Ten epochs, since on a validation split of the training photos longer runs fit the
+training pairs better and rank new photos' versions no better (benchmarks/README.md, §2)."""
 
 
 @dataclass
@@ -223,6 +224,7 @@ def train_generic(
     rated: Tensor | None = None,
     state_path: Path | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    standardize: bool = True,
 ) -> list[float]:
     """Train ``head`` with EMD on rated photos (and a ranking term on ``pairs``) in place.
 
@@ -239,17 +241,17 @@ def train_generic(
             of an earlier, interrupted run of the same settings, seed and data resumes from its
             last epoch and ends with the same weights as an uninterrupted run.
         on_epoch: called with (epochs done, mean loss) after each epoch.
+        standardize: set the quality branch's input standardisation first, from the statistics
+            of up to :data:`STATS_SAMPLE` of the photos (``False`` keeps the head's own, as a
+            head trained further must).
 
     Returns:
         The mean loss of each epoch.
-
-    The quality branch's input standardisation is set first, from the statistics of up to
-    :data:`STATS_SAMPLE` of the photos.
     """
     rated = torch.arange(hists.shape[0]) if rated is None else rated
     photos = rated if pairs is None else torch.cat([rated, pairs.reshape(-1)]).unique()
     sample = photos[torch.randperm(len(photos), generator=_epoch_generator(seed, -1))[:STATS_SAMPLE]]
-    if len(sample) >= 2:
+    if standardize and len(sample) >= 2:
         head.standardize_stats(source(sample)[3].cpu())
     steps = max(1, -(-len(rated) // settings.batch_size))
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)

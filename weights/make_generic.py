@@ -14,24 +14,36 @@ Trains the default backbone's head (heads only, on cached features) on two objec
   over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured; mild and
   strong), so that the score has its optimum at the natural photo.
 
-The job is resumable: features of every version are cached as they are computed, and with
-``--state`` the training state is written after every epoch; the same command run again
-after an interruption continues from there and writes the same weights. The held-out
-Pixabay photos of the protocol (:func:`persaes.protocol.heldout_photos`) are never used.
+Then ``--harden-rounds`` rounds of hardening against the retouching optimiser: the generic
+retouch (all ops, as ``persaes retouch`` fits it) of ``--harden-photos`` seeded training
+Pixabay photos is fitted against the current weights, each edit that the fit scored more than
+``HARDEN_GAIN`` above its original becomes a pair (the untouched original beats it), and the
+head trains ``HARDEN_EPOCHS`` more epochs on all pairs (each hardening pair
+``HARDEN_REPEAT`` times). Each round prints the mean score gain the optimiser found on those
+clean photos, the number hardening drives down.
+
+The job is resumable: features of every version and of every fitted edit are cached as they
+are computed, and with ``--state`` the training state is written after every epoch (one file
+per round beside it); the same command run again after an interruption continues from there
+and writes the same weights. The held-out Pixabay photos of the protocol
+(:func:`persaes.protocol.heldout_photos`) are never used.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from persaes.aesthetic_loss import AestheticLoss
 from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
 from persaes.checkpoint import model_metadata, save_checkpoint
 from persaes.features import FeatureCache, Features, extract_features, features_of_tensors, file_digest
@@ -39,8 +51,18 @@ from persaes.images import load_image
 from persaes.model import BINS, AestheticModel, AttentionHead, distribution_to_score
 from persaes.protocol import heldout_photos
 from persaes.references import read_ratings_csv
+from persaes.retouch_files import retouch_image
+from persaes.scorer import Scorer
 from persaes.train import SHIPPED_GENERIC, train_generic
-from retouch import DEGRADATIONS, LEVELS, OVER_PROCESSING, degrade, over_process
+from retouch import DEGRADATIONS, LEVELS, OPS, OVER_PROCESSING, degrade, over_process
+from retouch.optimize import EditSettings
+
+#: A fitted edit of a clean photo scored this much above it becomes a hardening pair.
+HARDEN_GAIN = 0.05
+#: Further epochs over all pairs after each hardening round.
+HARDEN_EPOCHS = 3
+#: How many times each hardening pair enters an epoch (a round adds about a hundred, beside ~18,000 others).
+HARDEN_REPEAT = 20
 
 #: Every version a training photo is ranked above: ``(kind, level)``, level None for degradations.
 VERSIONS: tuple[tuple[str, str | None], ...] = (
@@ -85,6 +107,26 @@ def version_features(model: AestheticModel, files: list[Path], seed: int, draws:
     return Features.cat(parts), owners, names
 
 
+def edit_features(model: AestheticModel, files: list[Path], seed: int, cache: FeatureCache) -> Features:
+    """Features of the generic retouch of each file (all ops, default edit settings) fitted against ``model``
+    as it is now; cached under the file's and the head's digests."""
+    head_digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
+                                          for v in model.head.state_dict().values())).hexdigest()
+    loss = AestheticLoss(Scorer(copy.deepcopy(model), {}))
+    parts = []
+    for n, path in enumerate(files):
+        key = hashlib.sha256(f"{file_digest(path)}/edit/{head_digest}/{seed}".encode()).hexdigest()
+        found = cache.get(key)
+        if found is None:
+            edit = retouch_image(load_image(path)[None], loss, OPS, EditSettings(), seed=seed)
+            found = features_of_tensors(model, edit)
+            cache.put(key, found)
+        parts.append(found)
+        if n % 25 == 0:
+            print(f"fitted edits: {n}/{len(files)}", file=sys.stderr, flush=True)
+    return Features.cat(parts)
+
+
 def pixabay_photos(images_csv: Path) -> set[str]:
     """Names of the Pixabay photos of an OASIS-format image table."""
     with open(images_csv, newline="", encoding="utf-8-sig") as handle:
@@ -101,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=2, help="seeded versions per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--harden-rounds", type=int, default=2, help="rounds of hardening against the optimiser")
+    ap.add_argument("--harden-photos", type=int, default=120, help="training photos whose edits each round fits")
     args = ap.parse_args(argv)
     started = time.time()
     torch.manual_seed(args.seed)
@@ -129,15 +173,34 @@ def main(argv: list[str] | None = None) -> int:
     settings = SHIPPED_GENERIC
 
     def report(epoch: int, loss: float) -> None:
-        print(f"epoch {epoch}/{settings.epochs}: loss {loss:.4f} ({time.time() - started:.0f} s)", file=sys.stderr,
-              flush=True)
+        print(f"epoch {epoch}: loss {loss:.4f} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
 
+    rated = torch.arange(len(ref_feats))
     history = train_generic(head, feats.take, torch.cat([hists, torch.zeros(len(ver_feats), BINS)]), settings,
-                            args.seed, pairs=pairs, rated=torch.arange(len(ref_feats)), state_path=args.state,
-                            on_epoch=report)
+                            args.seed, pairs=pairs, rated=rated, state_path=args.state, on_epoch=report)
+    generator = torch.Generator().manual_seed(args.seed)
+    harden_rows = [prior_rows[i] for i in torch.randperm(len(prior_rows), generator=generator).tolist()]
+    rounds = []
+    for r in range(args.harden_rounds):
+        chosen = harden_rows[r * args.harden_photos:(r + 1) * args.harden_photos]
+        edits = edit_features(model, [refs.paths[ok[row]] for row in chosen], args.seed, cache)
+        with torch.no_grad():
+            gains = distribution_to_score(head(*edits.take(range(len(edits))))) - distribution_to_score(
+                head(*feats.take(chosen)))
+        won = [(row, len(feats) + j) for j, row in enumerate(chosen) if gains[j] > HARDEN_GAIN]
+        rounds.append({"photos": len(chosen), "mean_gain": round(float(gains.mean()), 4), "pairs": len(won)})
+        print(f"hardening round {r + 1}: mean score gain of the fitted edits {gains.mean():+.3f}, "
+              f"{len(won)} new pairs", file=sys.stderr, flush=True)
+        feats = Features.cat([feats, edits])
+        pairs = torch.cat([pairs, torch.tensor(won * HARDEN_REPEAT).reshape(-1, 2)])
+        state = None if args.state is None else args.state.with_suffix(f".round{r + 1}.safetensors")
+        history += train_generic(head, feats.take, torch.cat([hists, torch.zeros(len(feats) - len(hists), BINS)]),
+                                 replace(settings, epochs=HARDEN_EPOCHS), args.seed + r + 1, pairs=pairs, rated=rated,
+                                 state_path=state, on_epoch=report, standardize=False)
     with torch.no_grad():
         scores = torch.cat([distribution_to_score(head(*feats.take(chunk)))
                             for chunk in torch.arange(len(feats)).split(1024)])
+    pairs = pairs[: len(owners)]
     won = (scores[pairs[:, 0]] > scores[pairs[:, 1]]).float()
     per_kind = {name: round(float(won[[i for i, n in enumerate(names) if n == name]].mean()), 4)
                 for name in dict.fromkeys(names)}
@@ -148,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     "quality_prior": f"{len(prior_rows)} Pixabay photos x {len(VERSIONS)} kinds x {args.draws} draws",
                     "held_out": f"{len(held)} Pixabay photos (persaes.protocol.heldout_photos)"},
         training=settings.as_dict(), seed=args.seed,
-        train_preference=per_kind,
+        train_preference=per_kind, hardening=rounds,
     )
     save_checkpoint(args.out, model, meta)
     print(f"wrote {args.out} in {time.time() - started:.0f} s", file=sys.stderr)

@@ -92,14 +92,15 @@ def test_quality_branch_is_standardised_and_moves_the_score() -> None:
     with torch.no_grad():
         one, other = (distribution_to_score(head(*z, s[None], thumb)) for s in sample[:2])
         brighter = distribution_to_score(head(*z, sample[:1], (thumb + 0.3).clamp(0, 1)))
-    assert not torch.allclose(one, other) and not torch.allclose(one, brighter)
+    # the default branch reads the statistics alone; the thumbnail reaches it only through them
+    assert not torch.allclose(one, other) and torch.equal(one, brighter)
     with pytest.raises(ValueError, match="statistics"):
         head.standardize_stats(torch.rand(1, STATS))
 
 
 def test_content_grad_scales_only_the_content_paths_gradient() -> None:
     torch.manual_seed(0)
-    head = AttentionHead((8, 16, 32), hidden=4).eval()
+    head = AttentionHead((8, 16, 32), hidden=4, quality_width=4).eval()
     inputs = (torch.rand(3, 8, 6, 6), torch.rand(3, 16, 6, 6), torch.rand(3, 32), torch.rand(3, STATS),
               torch.rand(3, 3, THUMB, THUMB))
     grads, outputs = {}, {}
@@ -124,3 +125,15 @@ def test_quality_net_passes_finite_gradients_to_the_thumbnail() -> None:
     thumb = torch.rand(2, 3, THUMB, THUMB, requires_grad=True)
     net(torch.rand(2, STATS), thumb).sum().backward()
     assert torch.isfinite(thumb.grad).all() and thumb.grad.abs().sum() > 0
+
+
+def test_quality_net_without_cnn_reads_only_the_statistics() -> None:
+    net = QualityNet(hidden=8)
+    assert net.conv is None and not any("conv" in name for name, _ in net.named_parameters())
+    stats = torch.rand(2, STATS, requires_grad=True)
+    out = net(stats, torch.rand(2, 3, THUMB, THUMB))
+    assert torch.equal(out, net(stats, torch.zeros(2, 3, THUMB, THUMB)))
+    out.sum().backward()
+    assert torch.isfinite(stats.grad).all() and stats.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="width"):
+        QualityNet(width=-1)

@@ -49,3 +49,21 @@ def test_iter_scores_carries_on_after_a_bad_file(scorer: Scorer, photos: list[Pa
     assert results[0][1] == pytest.approx(float(scorer.score(photos[0])), abs=1e-4)
     with pytest.raises(ImageError):
         scorer.score([bad])
+
+
+def test_generic_scorer_prefers_originals_to_their_degraded_and_over_processed_versions(photos: list[Path]) -> None:
+    """The shipped quality prior: each photo beats its strong over-processed versions (over-dehazed,
+    over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured) and its
+    protocol degradations, in all but a few of the pairs."""
+    from retouch import DEGRADATIONS, OVER_PROCESSING, degrade, over_process
+
+    scorer = load_scorer("generic", device="cpu")
+    wins, total = 0, 0
+    for n, path in enumerate(photos):
+        image = load_image(path)[None]
+        versions = [over_process(image, kind, "strong", 100 + n)[0] for kind in OVER_PROCESSING]
+        versions += [degrade(image, kind, 200 + n)[0] for kind in DEGRADATIONS]
+        scores = scorer.score([image[0], *(v[0] for v in versions)])
+        wins += int((scores[0] > scores[1:]).sum())
+        total += len(versions)
+    assert wins >= 0.9 * total, f"the original won {wins} of {total} pairs"

@@ -31,10 +31,11 @@ def test_generic_stage_fits_histograms() -> None:
 
 def test_generic_stage_learns_pairs_and_resumes_to_the_same_weights(tmp_path) -> None:
     feats = _feats(48, seed=4)
-    # photos 32..47 are "processed" copies of 0..15: brighter thumbnails, same backbone features
-    for t in (feats.z1, feats.z2, feats.z3, feats.stats):
+    # photos 32..47 are "processed" copies of 0..15: brighter (their luma statistics), same backbone features
+    for t in (feats.z1, feats.z2, feats.z3, feats.thumb):
         t[32:] = t[:16]
-    feats.thumb[32:] = 0.8
+    feats.stats[:, :2] = torch.rand(48, 2, generator=torch.Generator().manual_seed(5))
+    feats.stats[32:, 0] = feats.stats[:16, 0] + 0.3
     target = torch.softmax(2 * feats.z3[:32, :1] * torch.linspace(-1, 1, 10), dim=1)
     hists = torch.cat([target, torch.zeros(16, 10)])
     pairs = torch.stack([torch.arange(16), torch.arange(32, 48)], dim=1)
