@@ -12,6 +12,11 @@ histogram of the *other* participants' ratings; the generic stage trains the hea
 K = 50 nearest references of the training images (EMD); the personal stage fine-tunes on
 the pairs (hinge, margin 0.1); u's test images are scored. Every method runs on the same
 splits. It uses persaes' own readers, KNN, training and scoring code, on cached features.
+
+``linear`` is the protocol's floor: ridge regression from pooled backbone features (mean and
+max of the deepest map, mean of the stride-16 map, standardised) to the references' mean
+score, its strength chosen by leave-one-out error on the references, plus a per-person
+linear pairwise model (logistic, pulled toward zero) on the same pairs as ``full``.
 """
 
 from __future__ import annotations
@@ -36,14 +41,18 @@ from torch import Tensor
 from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
 from persaes.device import resolve_device
 from persaes.features import FeatureCache, Features, extract_features
-from persaes.model import AestheticModel, AttentionHead, distribution_to_score
+from persaes.model import AestheticModel, AttentionHead, distribution_to_score, load_square, normalize
 from persaes.personalize import generic_stage, personal_stage
 from persaes.preferences import expand_transitive
 from persaes.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
 from persaes.references import read_ratings_csv
 from persaes.train import GenericSettings, PersonalSettings, parse_iterations
 
-METHODS = ("full", "generic", "consensus", "ranksvm", "exp", "logistic", "no-attention", "no-pretraining")
+METHODS = ("full", "generic", "consensus", "ranksvm", "linear", "exp", "logistic", "no-attention", "no-pretraining")
+#: Ridge strengths the ``linear`` probe chooses from by leave-one-out error on the references.
+RIDGE_ALPHAS = tuple(10.0 ** e for e in range(0, 6))
+#: L2 pull toward zero of the ``linear`` probe's per-person part (summed logistic loss over the pairs).
+PERSON_L2 = 10.0
 PAIRS_PER_USER = 100
 
 
@@ -76,6 +85,71 @@ def all_features(data: Path, ids: list[str], files: dict[str, Path], backbone: s
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     return feats, {ids[i]: row for row, i in enumerate(ok)}
+
+
+@torch.no_grad()
+def probe_features(model: AestheticModel, paths: list[Path]) -> Tensor:
+    """The ``linear`` probe's features of image files: mean and max of the deepest map and mean of
+    the stride-16 map (N×(2·C3 + C2))."""
+    rows = []
+    for start in range(0, len(paths), 32):
+        square = torch.cat([load_square(p, model.spec.input_size) for p in paths[start:start + 32]])
+        _, z2, z3 = model.backbone(normalize(square, model.spec))
+        rows.append(torch.cat([z3.mean(dim=(2, 3)), z3.amax(dim=(2, 3)), z2.mean(dim=(2, 3))], dim=1))
+    return torch.cat(rows)
+
+
+def ridge_loo(x: Tensor, y: Tensor, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> tuple[Tensor, Tensor]:
+    """Ridge regression of ``y`` on standardised ``x`` with the strength of least leave-one-out error;
+    returns ``(weights, bias)`` on the standardisation's scale (apply to ``(x - mean) / std``)."""
+    u, s, vt = torch.linalg.svd(x.double(), full_matrices=False)
+    centred = (y - y.mean()).double()
+    uty = u.T @ centred
+    best = None
+    for alpha in alphas:
+        shrink = s ** 2 / (s ** 2 + alpha)
+        fitted = u @ (shrink * uty)
+        leverage = (u ** 2) @ shrink + 1.0 / len(y)
+        loo = float((((centred - fitted) / (1 - leverage)) ** 2).mean())
+        if best is None or loo < best[0]:
+            best = (loo, alpha)
+    alpha = best[1]
+    w = vt.T @ (s / (s ** 2 + alpha) * uty)
+    return w.float(), y.mean()
+
+
+def person_linear(x: Tensor, offset: Tensor, pairs: Tensor, l2: float = PERSON_L2, steps: int = 200) -> Tensor:
+    """A per-person linear pairwise model on top of a generic score: min Σ softplus(−(Δoffset + w·Δx)) + ½·l2·‖w‖²."""
+    diff = x[pairs[:, 0]] - x[pairs[:, 1]]
+    base = offset[pairs[:, 0]] - offset[pairs[:, 1]]
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.softplus(-(base + diff @ w)).sum() + 0.5 * l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach()
+
+
+def linear_probe(probe: Tensor, ref_rows: list[int], ref_scores: Tensor, train_rows: list[int], test_rows: list[int],
+                 pairs: Tensor | None) -> Tensor:
+    """The ``linear`` method's scores of ``test_rows``: ridge from probe features to the references' mean
+    score (strength by leave-one-out error), plus, given pairs (M×2 rows, the first preferred), a
+    per-person linear pairwise model on the training photos with the ridge score as its offset."""
+    x = probe[ref_rows]
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    w, bias = ridge_loo((x - mean) / std, ref_scores)
+    standard = (probe - mean) / std
+    generic = standard @ w + bias
+    if pairs is None or not len(pairs):
+        return generic[test_rows]
+    scale = float(generic[train_rows].std().clamp_min(1e-3))
+    person = person_linear(standard, generic / scale, pairs)
+    return (generic / scale + standard @ person)[test_rows]
 
 
 def rank_svm(feats: Tensor, pairs: Tensor, c: float = 1.0, steps: int = 300) -> Tensor:
@@ -152,6 +226,12 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
                 run("random", True, [("no-pretraining", "hinge")], None)
             if "consensus" in methods:
                 scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
+            if "linear" in methods:
+                row = feats["probe_rows"]
+                ref_scores = torch.tensor([consensus[i] for i in ref_ids])
+                index = torch.tensor([[row[a], row[b]] for a, b in train_pairs]) if train_pairs else None
+                scores["linear"] = linear_probe(feats["probe"], [row[i] for i in ref_ids], ref_scores,
+                                                [row[i] for i in train], [row[i] for i in test], index)
             if "ranksvm" in methods and train_pairs:
                 table, row = feats["pretrained"]
                 w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
@@ -220,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     feats = {"pretrained": all_features(args.data, ids, files, args.backbone, "pretrained", device, args.cache, args.seed)}
     if "no-pretraining" in methods:
         feats["random"] = all_features(args.data, ids, files, args.backbone, "random", device, args.cache, args.seed)
+    if "linear" in methods:
+        spec = get_spec(args.backbone)
+        model = AestheticModel(spec, create_backbone(args.backbone, "pretrained"), AttentionHead(spec.channels)).eval()
+        rows = feats["pretrained"][1]
+        readable = sorted(rows, key=rows.get)
+        feats["probe"] = probe_features(model.to(device), [files[i] for i in readable]).cpu()
+        feats["probe_rows"] = {name: n for n, name in enumerate(readable)}
     channels = get_spec(args.backbone).channels
 
     context = (args, methods, xs, scale, device, generic_settings, personal_settings, people, images_csv, ids, feats,

@@ -131,6 +131,8 @@ class QualityNet(nn.Module):
     concatenated with the statistics first. The default is the statistics alone: trained on
     a few hundred photos, the CNN learns the photos themselves rather than what was done to
     them, and ranks the degraded versions of new photos worse (benchmarks/README.md, §2).
+    The shipped generic weights still use width 16: a profile fine-tuned from them follows
+    a simulated user's taste further (§3).
 
     Args:
         width: channels of the first convolution; 0 (default) for no CNN.

@@ -60,11 +60,10 @@ class GenericSettings:
         return asdict(self)
 
 
-SHIPPED_GENERIC = GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5)
-"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/make_generic.py``): 10 epochs
+SHIPPED_GENERIC = GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)
+"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/make_generic.py``): 40 epochs
 over the references, each going over all quality-prior pairs once, with a ranking term of weight 3
-and margin 0.5. Ten epochs, since on a validation split of the training photos longer runs fit the
-training pairs better and rank new photos' versions no better (benchmarks/README.md, §2)."""
+and margin 0.5 (benchmarks/README.md, §2)."""
 
 
 @dataclass

@@ -14,7 +14,14 @@ Trains the default backbone's head (heads only, on cached features) on two objec
   over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured; mild and
   strong), so that the score has its optimum at the natural photo.
 
-Then ``--harden-rounds`` rounds of hardening against the retouching optimiser: the generic
+The defaults reproduce the shipped file (a thumbnail CNN of width 16 beside the image
+statistics in the quality branch, 40 epochs, no hardening). The statistics-only branch with
+two hardening rounds ranks held-out photos' versions better and retouches clean photos more
+faithfully, but personalizes worse (benchmarks/README.md, §2)::
+
+    python weights/make_generic.py ... --quality-width 0 --epochs 10 --harden-rounds 2
+
+``--harden-rounds`` runs rounds of hardening against the retouching optimiser: the generic
 retouch (all ops, as ``persaes retouch`` fits it) of ``--harden-photos`` seeded training
 Pixabay photos is fitted against the current weights, each edit that the fit scored more than
 ``HARDEN_GAIN`` above its original becomes a pair (the untouched original beats it), and the
@@ -57,6 +64,8 @@ from persaes.train import SHIPPED_GENERIC, train_generic
 from retouch import DEGRADATIONS, LEVELS, OPS, OVER_PROCESSING, degrade, over_process
 from retouch.optimize import EditSettings
 
+#: The shipped weights' quality branch: a thumbnail CNN of this width beside the statistics.
+SHIPPED_QUALITY_WIDTH = 16
 #: A fitted edit of a clean photo scored this much above it becomes a hardening pair.
 HARDEN_GAIN = 0.05
 #: Further epochs over all pairs after each hardening round.
@@ -143,14 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=2, help="seeded versions per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--harden-rounds", type=int, default=2, help="rounds of hardening against the optimiser")
+    ap.add_argument("--quality-width", type=int, default=SHIPPED_QUALITY_WIDTH,
+                    help="channels of the quality branch's thumbnail CNN (0: statistics only)")
+    ap.add_argument("--epochs", type=int, default=SHIPPED_GENERIC.epochs)
+    ap.add_argument("--harden-rounds", type=int, default=0, help="rounds of hardening against the optimiser")
     ap.add_argument("--harden-photos", type=int, default=120, help="training photos whose edits each round fits")
     args = ap.parse_args(argv)
     started = time.time()
     torch.manual_seed(args.seed)
 
     spec = get_spec(DEFAULT_BACKBONE)
-    model = AestheticModel(spec, create_backbone(spec.name, "pretrained"), AttentionHead(spec.channels)).eval()
+    model = AestheticModel(spec, create_backbone(spec.name, "pretrained"),
+                           AttentionHead(spec.channels, quality_width=args.quality_width)).eval()
     cache = FeatureCache(args.cache, spec.name, "pretrained") if args.cache else FeatureCache.default(spec.name, "pretrained")
     images_csv = args.data / "images.csv"
     held = set(heldout_photos(images_csv))
@@ -170,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = torch.tensor([[prior_rows[o], len(ref_feats) + j] for j, o in enumerate(owners)])
 
     head = model.head
-    settings = SHIPPED_GENERIC
+    settings = replace(SHIPPED_GENERIC, epochs=args.epochs)
 
     def report(epoch: int, loss: float) -> None:
         print(f"epoch {epoch}: loss {loss:.4f} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
