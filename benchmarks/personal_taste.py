@@ -51,8 +51,9 @@ from persaes.train import GenericSettings, PersonalSettings, parse_iterations
 METHODS = ("full", "generic", "consensus", "ranksvm", "linear", "exp", "logistic", "no-attention", "no-pretraining")
 #: Ridge strengths the ``linear`` probe chooses from by leave-one-out error on the references.
 RIDGE_ALPHAS = tuple(10.0 ** e for e in range(0, 6))
-#: L2 pull toward zero of the ``linear`` probe's per-person part (summed logistic loss over the pairs).
-PERSON_L2 = 10.0
+#: L2 pull toward zero of the ``linear`` probe's per-person part (summed logistic loss over the pairs;
+#: chosen on the first 100 dev participants from 10, 100, 1000, 10000, benchmarks/README.md §1).
+PERSON_L2 = 1000.0
 PAIRS_PER_USER = 100
 
 
@@ -136,7 +137,7 @@ def person_linear(x: Tensor, offset: Tensor, pairs: Tensor, l2: float = PERSON_L
 
 
 def linear_probe(probe: Tensor, ref_rows: list[int], ref_scores: Tensor, train_rows: list[int], test_rows: list[int],
-                 pairs: Tensor | None) -> Tensor:
+                 pairs: Tensor | None, l2: float = PERSON_L2) -> Tensor:
     """The ``linear`` method's scores of ``test_rows``: ridge from probe features to the references' mean
     score (strength by leave-one-out error), plus, given pairs (M×2 rows, the first preferred), a
     per-person linear pairwise model on the training photos with the ridge score as its offset."""
@@ -148,7 +149,7 @@ def linear_probe(probe: Tensor, ref_rows: list[int], ref_scores: Tensor, train_r
     if pairs is None or not len(pairs):
         return generic[test_rows]
     scale = float(generic[train_rows].std().clamp_min(1e-3))
-    person = person_linear(standard, generic / scale, pairs)
+    person = person_linear(standard, generic / scale, pairs, l2)
     return (generic / scale + standard @ person)[test_rows]
 
 
@@ -231,7 +232,8 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
                 ref_scores = torch.tensor([consensus[i] for i in ref_ids])
                 index = torch.tensor([[row[a], row[b]] for a, b in train_pairs]) if train_pairs else None
                 scores["linear"] = linear_probe(feats["probe"], [row[i] for i in ref_ids], ref_scores,
-                                                [row[i] for i in train], [row[i] for i in test], index)
+                                                [row[i] for i in train], [row[i] for i in test], index,
+                                                args.linear_l2)
             if "ranksvm" in methods and train_pairs:
                 table, row = feats["pretrained"]
                 w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
     ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
     ap.add_argument("--layers", default=PersonalSettings.layers, choices=("all", "fc"))
+    ap.add_argument("--linear-l2", type=float, default=PERSON_L2,
+                    help="pull toward zero of the linear method's per-person part")
     ap.add_argument("--workers", type=int, default=1, help="participants evaluated in parallel processes")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
