@@ -122,14 +122,17 @@ def vgg16_profile(folder: Path) -> Path:
     """A profile made with the paper's VGG16 backbone, on a machine without VGG16 weights."""
     _, meta = generic()
     spec = get_spec("vgg16")
-    head = {f"head.{k}": v for k, v in AttentionHead(spec.channels).state_dict().items()}
+    width = meta["head"]["quality_width"]
+    head = {f"head.{k}": v for k, v in AttentionHead(spec.channels, quality_width=width).state_dict().items()}
     return write(folder / "bad.safetensors", head, {**meta, "backbone": "vgg16", "preprocessing": spec.preprocessing()})
 
 
 def head_of_another_backbone(folder: Path) -> Path:
     """Metadata says EfficientNet-Lite2, the tensors are a VGG16 head."""
     _, meta = generic()
-    head = {f"head.{k}": v for k, v in AttentionHead(get_spec("vgg16").channels).state_dict().items()}
+    width = meta["head"]["quality_width"]
+    vgg_head = AttentionHead(get_spec("vgg16").channels, quality_width=width)
+    head = {f"head.{k}": v for k, v in vgg_head.state_dict().items()}
     return write(folder / "bad.safetensors", head, meta)
 
 
