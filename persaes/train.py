@@ -257,7 +257,7 @@ def train_generic(
     device = next(head.parameters()).device
     n_pairs = 0 if pairs is None else len(pairs)
     fingerprint = {"settings": settings.as_dict(), "seed": seed, "rated": len(rated), "pairs": n_pairs,
-                   "photos": int(hists.shape[0])}
+                   "photos": int(hists.shape[0]), "quality_width": head.quality_width}
     done, history = 0, []
     if state_path is not None and state_path.is_file():
         done, history = load_training_state(state_path, head, optimizer, fingerprint)

@@ -68,6 +68,9 @@ def test_generic_stage_learns_pairs_and_resumes_to_the_same_weights(tmp_path) ->
         assert torch.equal(value, resumed.state_dict()[name]), name
     with pytest.raises(ValueError, match="another run"):
         run(state, epochs=9)
+    with pytest.raises(ValueError, match="another run"):  # a head of another design
+        train_generic(AttentionHead((4, 6, 8), hidden=4, quality_width=2), feats.take, hists, settings, seed=3,
+                      pairs=pairs, rated=torch.arange(32), state_path=state)
 
 
 def test_personal_stage_learns_an_ordering_and_anchor_holds_it_back() -> None:
