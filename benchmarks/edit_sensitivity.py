@@ -4,10 +4,10 @@
 
 Scores 12 held-out Pixabay photos (`heldout_photos(...)[24:36]`) and their versions at
 ±0.4 EV and saturation × 1.4 / × 0.7 under the generic scorer and under profiles made
-from the example album's answers (a simulated bright-and-vivid user) with the
-content-taste settings (100 iterations, lr 3e-4) and with the edit-taste ones (300
-iterations, lr 1e-3, which `personalize` picks for these answers); prints the mean score
-change of each edit and the share of photos whose brighter version beats the darker one.
+from the example album's answers (a simulated bright-and-vivid user) with each personal
+stage of ``persaes.train.PERSONAL_PRESETS`` (``taste``, the default, and ``paper``); prints
+the mean score change of each edit and the share of photos whose brighter version beats the
+darker one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from persaes.images import load_image
 from persaes.personalize import personalize
 from persaes.protocol import heldout_photos
 from persaes.scorer import load_scorer
-from persaes.train import CONTENT_TASTE, EDIT_TASTE
+from persaes.train import PERSONAL_PRESETS
 from retouch import expose, saturation
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         scorers = {"generic": "generic"}
-        for label, settings in (("profile, content-taste settings", CONTENT_TASTE),
-                                ("profile, edit-taste settings (the default here)", EDIT_TASTE)):
+        for name, settings in PERSONAL_PRESETS.items():
+            label = f"profile, personal stage {name!r}"
             out = Path(tmp) / f"{len(scorers)}.safetensors"
             personalize(EXAMPLES / "album", EXAMPLES / "answers.jsonl", out, device=args.device, personal=settings)
             scorers[label] = out

@@ -46,9 +46,10 @@ from persaes.personalize import generic_stage, personal_stage
 from persaes.preferences import expand_transitive
 from persaes.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
 from persaes.references import read_ratings_csv
-from persaes.train import GenericSettings, PersonalSettings, parse_iterations
+from persaes.train import PERSONAL_PRESETS, GenericSettings, parse_iterations
 
-METHODS = ("full", "generic", "consensus", "ranksvm", "linear", "exp", "logistic", "no-attention", "no-pretraining")
+METHODS = ("full", "paper", "generic", "consensus", "ranksvm", "linear", "exp", "logistic", "no-attention",
+           "no-pretraining")
 #: Ridge strengths the ``linear`` probe chooses from by leave-one-out error on the references.
 RIDGE_ALPHAS = tuple(10.0 ** e for e in range(0, 6))
 #: L2 pull toward zero of the ``linear`` probe's per-person part (summed logistic loss over the pairs;
@@ -211,20 +212,22 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
                 test_rows = [row[i] for i in test]
                 if generic_name:
                     scores[generic_name] = head_scores(head, table, test_rows)
-                if train_pairs:
-                    index = torch.tensor([[row[a], row[b]] for a, b in train_pairs])
-                    for name, loss in losses:
+                if expansion.answered:
+                    index = torch.tensor([[row[a], row[b]] for a, b in expansion.answered])
+                    for name, settings in losses:
                         tuned = copy.deepcopy(head)
-                        personal_stage(tuned, table, index, replace(personal_settings, loss=loss), seed, device)
+                        personal_stage(tuned, table, index, settings, seed, device)
                         scores[name] = head_scores(tuned, table, test_rows)
 
-            pretrained_losses = [(m, {"full": "hinge"}.get(m, m)) for m in ("full", "exp", "logistic") if m in methods]
+            pretrained_losses = [(m, personal_settings[args.personal] if m == "full" else
+                                  replace(personal_settings["paper"], loss={"paper": "hinge"}.get(m, m)))
+                                 for m in ("full", "paper", "exp", "logistic") if m in methods]
             if pretrained_losses or "generic" in methods:
                 run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
             if "no-attention" in methods:
-                run("pretrained", False, [("no-attention", "hinge")], None)
+                run("pretrained", False, [("no-attention", personal_settings[args.personal])], None)
             if "no-pretraining" in methods:
-                run("random", True, [("no-pretraining", "hinge")], None)
+                run("random", True, [("no-pretraining", personal_settings[args.personal])], None)
             if "consensus" in methods:
                 scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
             if "linear" in methods:
@@ -268,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder")
     ap.add_argument("--generic-epochs", type=int, default=GenericSettings.epochs)
     ap.add_argument("--generic-lr", type=float, default=GenericSettings.lr)
-    ap.add_argument("--personal-iterations", type=parse_iterations, default=PersonalSettings.iterations)
-    ap.add_argument("--personal-epochs", type=float, default=PersonalSettings.epochs,
-                    help="cap on passes over the pairs (0: no cap)")
-    ap.add_argument("--personal-lr", type=float, default=PersonalSettings.lr)
-    ap.add_argument("--anchor", type=float, default=PersonalSettings.anchor)
-    ap.add_argument("--layers", default=PersonalSettings.layers, choices=("all", "fc"))
+    ap.add_argument("--personal", default="taste", choices=tuple(PERSONAL_PRESETS),
+                    help="the personal stage of the full method (persaes.train.PERSONAL_PRESETS)")
+    ap.add_argument("--personal-iterations", type=parse_iterations, default=None,
+                    help="head fine-tuning iterations (overrides the preset's)")
+    ap.add_argument("--personal-epochs", type=float, default=None, help="cap on passes over the pairs (0: no cap)")
+    ap.add_argument("--personal-lr", type=float, default=None)
+    ap.add_argument("--anchor", type=float, default=None)
+    ap.add_argument("--layers", default=None, choices=("all", "fc"))
     ap.add_argument("--linear-l2", type=float, default=PERSON_L2,
                     help="pull toward zero of the linear method's per-person part")
     ap.add_argument("--workers", type=int, default=1, help="participants evaluated in parallel processes")
@@ -289,8 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     scale = tuple(float(v) for v in args.scale.split(","))
     device = resolve_device(args.device)
     generic_settings = GenericSettings(epochs=args.generic_epochs, lr=args.generic_lr)
-    personal_settings = PersonalSettings(iterations=args.personal_iterations, epochs=args.personal_epochs or None,
-                                         lr=args.personal_lr, anchor=args.anchor, layers=args.layers)
+    overrides = {"iterations": args.personal_iterations, "lr": args.personal_lr, "anchor": args.anchor,
+                 "layers": args.layers}
+    if args.personal_epochs is not None:
+        overrides["epochs"] = args.personal_epochs or None
+    personal_settings = {name: replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+                         for name, preset in PERSONAL_PRESETS.items()}
 
     images_csv = args.data / "images.csv"
     with open(images_csv, newline="", encoding="utf-8-sig") as handle:
@@ -353,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "participants_skipped": skipped,
         "seconds": round(time.time() - started, 1),
         "command": " ".join(["python", "benchmarks/personal_taste.py", *(argv if argv is not None else sys.argv[1:])]),
-        "settings": {"generic": generic_settings.as_dict(), "personal": personal_settings.as_dict(), "k": args.k,
+        "settings": {"generic": generic_settings.as_dict(), "personal": {n: s.as_dict() for n, s in personal_settings.items()}, "k": args.k,
                      "backbone": args.backbone, "repeats": args.repeats, "seed": args.seed},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,10 @@ Example::
 Each part runs in its own process so its peak resident memory is its own:
 
 * ``scoring``: images/s over ``--images`` photos of a folder (JPEG decoding included),
-  batch 32: the default backbone's feature pass alone (the reference), the full scorer
-  (backbone + head), and the paper's VGG16 layout (random weights: speed only).
+  batch 32, on ``--device`` (``cpu`` or ``cuda``): the default backbone's feature pass alone
+  (the reference), the full scorer (backbone + head), and the paper's VGG16 layout (random
+  weights: speed only); then the same models over batches decoded beforehand (``*_preloaded``:
+  model throughput alone). Memory: peak RSS, and on CUDA ``torch.cuda.max_memory_allocated``.
 * ``personalize``: seconds from an album of ``--album`` photos and 100 answers to a saved
   profile, cold (empty feature cache) and warm; reference: the cold run's backbone pass.
 * ``retouch``: seconds per 12-megapixel photo (4000×3000) per op, applying a fitted edit
@@ -41,30 +43,62 @@ def part_scoring(args: argparse.Namespace) -> dict:
     from persaes.scorer import load_scorer
 
     files = list(iter_images([args.folder]))[: args.images]
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
 
-    def rate(step) -> float:
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def rate(step, items=None, passes: int = 1) -> float:
+        items = [files[i:i + 32] for i in range(0, len(files), 32)] if items is None else items
+        sync()
         start = time.perf_counter()
-        for i in range(0, len(files), 32):
-            with torch.no_grad():
-                step(files[i:i + 32])
-        return len(files) / (time.perf_counter() - start)
+        for _ in range(passes):
+            for item in items:
+                with torch.no_grad():
+                    step(item)
+        sync()
+        return passes * len(files) / (time.perf_counter() - start)
 
     def batch_of(paths, size: int) -> torch.Tensor:
-        return torch.cat([load_square(p, size) for p in paths])
+        return torch.cat([load_square(p, size) for p in paths]).to(device)
 
-    scorer = load_scorer("generic", device="cpu")
+    scorer = load_scorer("generic", device=args.device)
     spec = scorer.model.spec
     backbone = scorer.model.backbone
-    rate(lambda paths: backbone(preprocess(batch_of(paths[:2], spec.input_size), spec)))  # warm-up
-    backbone_only = rate(lambda paths: backbone(preprocess(batch_of(paths, spec.input_size), spec)))
-    scoring = rate(lambda paths: scorer.score(paths, batch_size=32))
     vgg_spec = get_spec("vgg16")
     torch.manual_seed(0)
     vgg = AestheticModel(vgg_spec, create_backbone("vgg16", "random"), AttentionHead(vgg_spec.channels)).eval()
+    vgg = vgg.to(device)
+    for f in files:  # every timed pass finds the files in the OS cache alike
+        Path(f).read_bytes()
+    # warm-up: one full batch through each model (lazy kernel loading, per-shape kernel choice on CUDA)
+    rate(lambda paths: backbone(preprocess(batch_of(paths, spec.input_size), spec)), [files[:32]])
+    rate(lambda paths: scorer.score(paths, batch_size=32), [files[:32]])
+    rate(lambda paths: vgg.score(batch_of(paths, vgg_spec.input_size)), [files[:32]])
+    backbone_only = rate(lambda paths: backbone(preprocess(batch_of(paths, spec.input_size), spec)))
+    scoring = rate(lambda paths: scorer.score(paths, batch_size=32))
     vgg_rate = rate(lambda paths: vgg.score(batch_of(paths, vgg_spec.input_size)))
-    return {"images": len(files), "backbone_only_img_s": backbone_only, "scorer_img_s": scoring,
-            "scorer_vs_backbone": scoring / backbone_only, "vgg16_layout_img_s": vgg_rate,
-            "default_vs_vgg16": scoring / vgg_rate, "threads": torch.get_num_threads(), "peak_rss_mib": _peak_mib()}
+    out = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "images": len(files),
+           "backbone_only_img_s": backbone_only, "scorer_img_s": scoring, "scorer_vs_backbone": scoring / backbone_only,
+           "vgg16_layout_img_s": vgg_rate, "default_vs_vgg16": scoring / vgg_rate, "threads": torch.get_num_threads(),
+           "peak_rss_mib": _peak_mib()}
+    if cuda:
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    # Model throughput alone: every batch decoded (and moved to the device) before the timer starts.
+    batches = [batch_of(files[i:i + 32], spec.input_size) for i in range(0, len(files), 32)]
+    passes = args.passes
+    out["backbone_only_preloaded_img_s"] = rate(lambda batch: backbone(preprocess(batch, spec)), batches, passes)
+    out["scorer_preloaded_img_s"] = rate(lambda batch: scorer.model.score(batch), batches, passes)
+    batches = [batch_of(files[i:i + 32], vgg_spec.input_size) for i in range(0, len(files), 32)]
+    out["vgg16_layout_preloaded_img_s"] = rate(lambda batch: vgg.score(batch), batches, passes)
+    out["preloaded_passes"] = passes
+    out["default_vs_vgg16_preloaded"] = out["scorer_preloaded_img_s"] / out["vgg16_layout_preloaded_img_s"]
+    out["preloaded_peak_rss_mib"] = _peak_mib()
+    if cuda:
+        out["preloaded_cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 def part_personalize(args: argparse.Namespace) -> dict:
@@ -150,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--part", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the scoring part")
+    ap.add_argument("--passes", type=int, default=1, help="timed passes over the preloaded batches (scoring)")
     args = ap.parse_args(argv)
+    if args.device != "cpu" and set((args.part or args.parts).split(",")) - {"scoring"}:
+        ap.error(f"--device {args.device} applies to the scoring part only: add --parts scoring")
     if args.part:
         print(json.dumps(PARTS[args.part](args)))
         return 0
@@ -160,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.parts.split(","):
         command = [sys.executable, __file__, "--part", name, "--folder", str(args.folder), "--images", str(args.images),
-                   "--album", str(args.album), "--steps", str(args.steps)]
+                   "--album", str(args.album), "--steps", str(args.steps), "--device", args.device, "--passes", str(args.passes)]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)

@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from persaes.protocol import heldout_photos
 from persaes.retouch_files import retouch_image, taste_settings
 from persaes.scorer import load_scorer
 from persaes.simulate import TASTES
-from persaes.train import PersonalSettings, parse_iterations
+from persaes.train import PERSONAL_PRESETS, parse_iterations
 from persaes.variants import write_variant
 from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
@@ -76,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", default=",".join(TASTES))
     ap.add_argument("--base", choices=("generic", "none"), default="generic",
                     help="what the profile's edit is fitted on: the generic retouch or the original photo")
+    ap.add_argument("--personal", default="taste", choices=tuple(PERSONAL_PRESETS),
+                    help="the personal stage (persaes.train.PERSONAL_PRESETS)")
     ap.add_argument("--personal-iterations", type=parse_iterations, default=None,
-                    help="override the personal stage (default: chosen by the kind of answers)")
-    ap.add_argument("--personal-lr", type=float, default=None)
+                    help="head fine-tuning iterations (overrides the preset's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, required=True)
@@ -89,10 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     first = args.album_photos + args.skip_photos
     test_names = held[first: first + args.test_photos]
     settings = EditSettings(steps=args.steps, fidelity=args.fidelity)
-    override = None
-    if args.personal_iterations is not None or args.personal_lr is not None:
-        override = PersonalSettings(iterations=args.personal_iterations or PersonalSettings.iterations,
-                                    lr=args.personal_lr or PersonalSettings.lr, epochs=None)
+    override = PERSONAL_PRESETS[args.personal]
+    if args.personal_iterations is not None:
+        override = replace(override, iterations=args.personal_iterations)
     originals = [load_image(args.data / "images" / f"{n}.jpg", max_side=WORK_SIDE)[None] for n in test_names]
     generic_loss = AestheticLoss(load_scorer("generic", device=args.device))
     generic_out = [retouch_image(x, generic_loss, OPS, settings, seed=args.seed) for x in originals]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 
 import click
 
 from cli.common import StageProgress, device_option, printable, user_errors, warn
 from persaes.backbones import BackboneError
 from persaes.personalize import personalize
-from persaes.train import PersonalSettings, parse_iterations
+from persaes.train import PERSONAL_PRESETS, parse_iterations
 
 
 @click.command("personalize")
@@ -20,15 +21,18 @@ from persaes.train import PersonalSettings, parse_iterations
 @click.option("--references", default=None, help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
               "runs the paper's generic stage first. Default: start from the shipped generic weights.")
 @click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
+@click.option("--personal", "preset", default="taste", show_default=True, type=click.Choice(tuple(PERSONAL_PRESETS)),
+              help="The personal stage: 'taste' fits a taste part whose strength the answers choose "
+              "(cross-validated); 'paper' fine-tunes the head with the hinge loss.")
 @click.option("--iterations", default=None,
-              help="Fine-tuning iterations (exactly that many), or 'auto' (held-out answers decide); "
-              "default: chosen by the kind of answers.")
+              help="Head fine-tuning iterations before the taste part (capped at the preset's passes over the "
+              "pairs), or 'auto' (held-out answers decide); overrides only this field of the preset.")
 @click.option("--finetune-backbone", is_flag=True, help="Fine-tune the backbone too (the paper's full fine-tune; meant for a GPU).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, iterations: str | None,
-                    finetune_backbone: bool, seed: int, device: str) -> None:
+def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, preset: str,
+                    iterations: str | None, finetune_backbone: bool, seed: int, device: str) -> None:
     """Learn a personal profile from an album and preference answers.
 
     Unreadable photos and unusable answers are skipped and listed on stderr; the
@@ -39,7 +43,9 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
       persaes personalize ~/Pictures/album --prefs answers.jsonl --out me.safetensors
     """
     logging.getLogger("persaes").setLevel(logging.ERROR)
-    personal = PersonalSettings(iterations=parse_iterations(iterations), epochs=None) if iterations else None
+    personal = PERSONAL_PRESETS[preset]
+    if iterations is not None:
+        personal = replace(personal, iterations=parse_iterations(iterations))
     progress = StageProgress()
     try:
         report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,

@@ -6,7 +6,7 @@ import webbrowser
 
 import click
 
-from cli.common import user_errors, warn
+from cli.common import device_option, user_errors, warn
 from persaes.collect import CollectSession, serve
 
 
@@ -27,9 +27,14 @@ def prefs() -> None:
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
               help="Port on 127.0.0.1; 0 picks a free one.")
 @click.option("--no-browser", is_flag=True, help="Only print the page's address, don't open a browser.")
+@click.option("--select", default="random", show_default=True, type=click.Choice(("random", "active")),
+              help="How the next pair of photos is chosen: at random, or from the answers so far "
+                   "(active questions; the album's features are computed first).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the pairs and edits.")
+@device_option
 @user_errors(ValueError, OSError)
-def collect(album: str, out: str, pairs: int, variants: bool, port: int, no_browser: bool, seed: int) -> None:
+def collect(album: str, out: str, pairs: int, variants: bool, select: str, port: int, no_browser: bool, seed: int,
+            device: str) -> None:
     """Ask which of two photos you prefer, on a page served on 127.0.0.1, until Ctrl-C.
 
     Click the photo you prefer (or press the left/right arrow key), the down arrow for
@@ -39,7 +44,17 @@ def collect(album: str, out: str, pairs: int, variants: bool, port: int, no_brow
     Example:
       persaes prefs collect ~/Pictures/album --out answers.jsonl --pairs 150
     """
-    session = CollectSession(album, out, pairs=pairs, variants=variants, seed=seed)
+    chooser = None
+    if select == "active":
+        if variants:
+            raise click.UsageError("--select active compares different photos; it does not apply with --variants")
+        from persaes.active import ActivePairs
+        from persaes.collect import album_photos
+
+        keys, files = album_photos(album)
+        click.echo(f"features of {len(files)} photos for active questions (cached after the first run)", err=True)
+        chooser = ActivePairs.for_photos(keys, files, seed=seed, device=device).next_pair
+    session = CollectSession(album, out, pairs=pairs, variants=variants, seed=seed, chooser=chooser)
     for problem in session.problems:
         warn(problem)
     server = serve(session, port=port)

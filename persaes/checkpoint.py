@@ -80,7 +80,8 @@ def model_metadata(model: AestheticModel, backbone_weights: str, **extra: Any) -
         "backbone": model.spec.name,
         "backbone_weights": backbone_weights,
         "head": {"hidden": head.hidden, "attention": head.attention, "dropout": head.dropout.p,
-                 "stats_hidden": head.stats_hidden, "quality_width": head.quality_width},
+                 "stats_hidden": head.stats_hidden, "quality_width": head.quality_width,
+                 "taste": head.taste is not None},
         "bins": BINS,
         "score_range": list(SCORE_RANGE),
         "preprocessing": model.spec.preprocessing(),
@@ -181,7 +182,7 @@ def load_model(path: str | os.PathLike[str], backbone: str | None = None, backbo
     if backbone is not None and backbone != meta["backbone"]:
         raise CheckpointError(f"{path}: made for backbone {meta['backbone']}, not {backbone}")
     spec = get_spec(meta["backbone"])
-    head = AttentionHead(spec.channels, **{k: meta["head"][k] for k in _HEAD_KEYS})
+    head = AttentionHead(spec.channels, **{k: meta["head"][k] for k in _HEAD_KEYS}, taste=meta["head"].get("taste", False))
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     try:
         head.load_state_dict(head_state, strict=True)

@@ -66,7 +66,7 @@ from persaes.images import ImageError, iter_images, open_rgb, to_tensor
 from persaes.preferences import Answer, _album_key, append_answer, append_undo, json_line, read_answers, sample_pairs
 from persaes.variants import VARIANT_MAX_SIDE, is_variant, jpeg_bytes, write_variant
 
-__all__ = ["CollectServer", "CollectSession", "RequestError", "serve"]
+__all__ = ["CollectServer", "CollectSession", "RequestError", "album_photos", "serve"]
 
 log = logging.getLogger("persaes")
 
@@ -86,11 +86,27 @@ class RequestError(Exception):
         self.status = status
 
 
+Chooser = Callable[[list[Pair]], "Pair | None"]
+"""Active questions: answers so far (winner, loser) → the next pair, or None when none is left."""
+
+
+@dataclass(frozen=True)
+class _ActiveTask:
+    """A question the chooser picks when it is offered, from the answers given by then."""
+
+
 @dataclass(frozen=True)
 class _VariantTask:
     """A variants-mode question not yet asked: two variants of ``source`` are made when it is first offered."""
 
     source: str
+
+
+def album_photos(album_root: str | os.PathLike[str]) -> tuple[list[str], list[Path]]:
+    """The photos questions are made from: album keys and files, without ``_variants/``, in key order."""
+    listing = _album_listing(Path(album_root).expanduser().resolve())
+    keys = sorted(key for key in listing if not is_variant(key))
+    return keys, [listing[key] for key in keys]
 
 
 def _album_listing(root: Path) -> dict[str, Path]:
@@ -113,6 +129,10 @@ class CollectSession:
         pairs: how many answered pairs to reach, counting those already in ``out_file``.
         variants: ask about two random edits of the same photo (see the module docstring).
         seed: random seed of the pair plan and of the edits.
+        chooser: picks each next pair of photos from the answers so far (active questions,
+            :class:`persaes.active.ActivePairs`); without it the pairs are drawn at random. A
+            pair it returns that is already answered or names a file outside the album's
+            photos is refused (``ValueError``).
 
     Raises:
         FileNotFoundError: the album or the folder of ``out_file`` is missing.
@@ -132,6 +152,7 @@ class CollectSession:
         pairs: int = 100,
         variants: bool = False,
         seed: int = 0,
+        chooser: Chooser | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError(f"pairs must be >= 0, got {pairs}")
@@ -145,11 +166,14 @@ class CollectSession:
             raise IsADirectoryError(f"{out_file}: is a folder, expected a preference file")
         self.variants = variants
         self.seed = seed
+        if chooser is not None and variants:
+            raise ValueError("active questions compare different photos; they do not apply to variants mode")
+        self.chooser = chooser
         self.images = _album_listing(self.root)
         self._lock = threading.Lock()
         self._history, self.problems = self._read_history()
         self._offered: Pair | None = None
-        self._pending: deque[Pair | _VariantTask] = deque(self._plan(max(0, pairs - self.done)))
+        self._pending: deque[Pair | _VariantTask | _ActiveTask] = deque(self._plan(max(0, pairs - self.done)))
         self.total = self.done + len(self._pending)
 
     # -- planning -------------------------------------------------------------------------------------------------
@@ -178,9 +202,11 @@ class CollectSession:
         """Whether an answered pair counts for this run: album images, variants exactly in variants mode."""
         return pair is not None and all(key in self.images and is_variant(key) == self.variants for key in pair)
 
-    def _plan(self, count: int) -> list[Pair | _VariantTask]:
+    def _plan(self, count: int) -> list[Pair | _VariantTask | _ActiveTask]:
         """``count`` new questions, none already answered."""
         sources = self._sources()
+        if self.chooser is not None:
+            return [_ActiveTask() for _ in range(count)]
         if self.variants:
             order = sources[:]
             random.Random(self.seed).shuffle(order)
@@ -208,8 +234,26 @@ class CollectSession:
 
     # -- questions and answers ------------------------------------------------------------------------------------
 
+    def _choose(self) -> Pair | None:
+        """The chooser's next pair, checked: two album photos, not yet answered."""
+        assert self.chooser is not None
+        answered = [pair for pair in self._history if self._in_scope(pair)]
+        pair = self.chooser(answered)  # type: ignore[arg-type]
+        sources = set(self._sources())
+        if pair is not None and (len(set(pair)) != 2 or not set(pair) <= sources
+                                 or frozenset(pair) in {frozenset(p) for p in answered}):
+            raise ValueError(f"the active chooser offered {pair!r}, not two unanswered album photos")
+        return pair
+
     def _offer(self) -> Pair | None:
-        """The pair on offer (made now for a variants task), or None when all are answered."""
+        """The pair on offer (made now for a variants or active task), or None when all are answered."""
+        while self._pending and isinstance(self._pending[0], _ActiveTask):
+            pair = self._choose()
+            if pair is not None:
+                self._pending[0] = pair
+                break
+            self._pending.popleft()
+            self.total -= 1
         while self._pending and isinstance(self._pending[0], _VariantTask):
             source = self._pending[0].source
             try:

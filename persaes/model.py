@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from persaes.backbones import BackboneSpec
 from persaes.images import load_image
+from persaes.taste import TastePart, tilt
 from retouch.dehaze import dark_channel
 from retouch.metrics import colourfulness
 
@@ -176,6 +177,8 @@ class AttentionHead(nn.Module):
         dropout: dropout before the final linear layer.
         stats_hidden: width of the quality branch's MLP (:class:`QualityNet`).
         quality_width: channels of the quality branch's first convolution (0: statistics only).
+        taste: whether the head carries a profile's :class:`~persaes.taste.TastePart`, which tilts
+            the distribution by what a person's answers say beyond the generic model.
 
     Shapes:
         ``z1``: B×C1×H1×W1, ``z2``: B×C2×H2×W2 (any sizes), ``z3``: pooled B×C3,
@@ -185,7 +188,7 @@ class AttentionHead(nn.Module):
 
     def __init__(
         self, channels: tuple[int, int, int], hidden: int = 32, attention: bool = True, dropout: float = 0.2,
-        stats_hidden: int = 64, quality_width: int = 0,
+        stats_hidden: int = 64, quality_width: int = 0, taste: bool = False,
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
@@ -206,6 +209,7 @@ class AttentionHead(nn.Module):
         self.quality = QualityNet(quality_width, stats_hidden)
         self.register_buffer("stats_mean", torch.zeros(STATS))
         self.register_buffer("stats_scale", torch.ones(STATS))
+        self.taste: TastePart | None = TastePart(STATS, c3) if taste else None
 
     @torch.no_grad()
     def standardize_stats(self, stats: Tensor) -> None:
@@ -236,9 +240,13 @@ class AttentionHead(nn.Module):
         v2 = (a2 * z2).mean(dim=(2, 3))
         return torch.cat([v1, v2, z3], dim=1)
 
-    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor, thumb: Tensor,
-                content_grad: float = 1.0) -> Tensor:
-        """Score distributions B×10.
+    def standardized_stats(self, stats: Tensor) -> Tensor:
+        """The quality branch's (and the taste part's style) input: ``stats`` standardised, B×:data:`STATS`."""
+        return (stats - self.stats_mean) / self.stats_scale
+
+    def logits(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor, thumb: Tensor,
+               content_grad: float = 1.0) -> Tensor:
+        """The generic logits B×10 (content path plus quality branch), before any taste tilt.
 
         ``content_grad`` scales the gradient that reaches the content path (attention, pooled
         features, final linear layer) without changing the output: 1 trains it fully, 0
@@ -249,8 +257,15 @@ class AttentionHead(nn.Module):
         logits = self.fc(self.dropout(self.embed(z1, z2, z3)))
         if content_grad != 1.0:
             logits = content_grad * logits + (1.0 - content_grad) * logits.detach()
-        quality = self.quality((stats - self.stats_mean) / self.stats_scale, thumb)
-        return torch.softmax(logits + quality, dim=1)
+        return logits + self.quality(self.standardized_stats(stats), thumb)
+
+    def forward(self, z1: Tensor, z2: Tensor, z3: Tensor, stats: Tensor, thumb: Tensor,
+                content_grad: float = 1.0) -> Tensor:
+        """Score distributions B×10: softmax of :meth:`logits`, tilted by the taste part when there is one."""
+        logits = self.logits(z1, z2, z3, stats, thumb, content_grad)
+        if self.taste is not None:
+            logits = tilt(logits, self.taste(self.standardized_stats(stats), z3))
+        return torch.softmax(logits, dim=1)
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:

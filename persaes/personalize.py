@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import os
 from dataclasses import dataclass, field
@@ -37,15 +38,15 @@ from persaes.model import AestheticModel, AttentionHead, load_square
 from persaes.preferences import expand_transitive, pairs_to_indices, read_answers, resolve_answers
 from persaes.references import ReferenceSet, load_references
 from persaes.scorer import resolve_weights
-from persaes.variants import photo_of
+from persaes.taste import TasteChoice, expanded_pairs
 from persaes.train import (
-    CONTENT_TASTE,
-    EDIT_TASTE,
     GenericSettings,
     PersonalSettings,
+    Source,
     live_source,
     train_generic,
     train_personal,
+    train_taste,
 )
 
 log = logging.getLogger("persaes")
@@ -124,16 +125,37 @@ def generic_stage(
     return union
 
 
+@dataclass
+class PersonalFit:
+    """What :func:`personal_stage` did: the head's fine-tuning losses and the taste part's strengths."""
+
+    history: list[float]
+    taste: TasteChoice | None
+
+
 def personal_stage(
     head: AttentionHead,
-    feats: Features,
-    pairs: Tensor,
+    feats: Features | Source,
+    answered: Tensor,
     settings: PersonalSettings | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
-) -> list[float]:
-    """Fine-tune ``head`` on pairs (M×2 indices into ``feats``, the first preferred)."""
-    return train_personal(head, lambda i: feats.take(i, device), pairs, settings or PersonalSettings(), seed)
+    extra_params: Sequence[torch.nn.Parameter] = (),
+) -> PersonalFit:
+    """Personalize ``head`` in place from answered pairs (M×2 indices into ``feats``, the first preferred).
+
+    With ``settings.iterations``, the head is first fine-tuned on the answers and their one-step
+    transitive pairs (the paper's personal stage; ``extra_params``, the backbone's for a full
+    fine-tune, train with it); with ``settings.taste``, the taste part is then fitted on top.
+    ``feats`` is cached features or a source (:func:`persaes.train.live_source`).
+    """
+    settings = settings or PersonalSettings()
+    source: Source = (lambda i: feats.take(i, device)) if isinstance(feats, Features) else feats
+    history: list[float] = []
+    if settings.iterations not in (0, "0"):
+        history = train_personal(head, source, expanded_pairs(answered), settings, seed, extra_params=extra_params)
+    choice = train_taste(head, source, answered, settings, seed) if settings.taste else None
+    return PersonalFit(history, choice)
 
 
 def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
@@ -180,9 +202,8 @@ def personalize(
         k: neighbours per album photo for the generic stage.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: fixes every random choice (same inputs + seed → bit-identical profile on CPU).
-        personal: the personal stage's settings; by default :data:`~persaes.train.EDIT_TASTE`
-            when at least half the answers compare versions of one photo (``--variants``
-            answers), else :data:`~persaes.train.CONTENT_TASTE`.
+        personal: the personal stage's settings (default: the ``taste`` preset of
+            :data:`~persaes.train.PERSONAL_PRESETS`, its strengths chosen from the answers).
         finetune_backbone: fine-tune the backbone too (the paper's full fine-tune; GPU).
         start: starting weights when no references are given.
         progress: ``progress(stage, done, total)`` callback.
@@ -225,8 +246,8 @@ def personalize(
     answered = [p for p in expansion.answered if p[0] in usable and p[1] in usable]
     if not answered:
         raise PersonalizeError(f"{prefs_file}: no answer names two readable photos of {album.root}")
-    inferred = [p for p in expand_transitive(answered).inferred]
-    all_pairs = pairs_to_indices(answered + inferred, keys)
+    inferred = expand_transitive(answered).inferred
+    answered_rows = pairs_to_indices(answered, keys)
 
     n_refs = 0
     if references is not None:
@@ -238,25 +259,27 @@ def personalize(
         generic_stage(model.head, ref_feats, refs.hists[ref_ok], feats.pooled(), k, generic, seed, device)
         n_refs = len(ref_ok)
 
-    edit_share = sum(photo_of(a) == photo_of(b) for a, b in answered) / len(answered)
-    personal = personal or (EDIT_TASTE if edit_share >= 0.5 else CONTENT_TASTE)
+    personal = personal or PersonalSettings()
     _report(progress, "personal stage", 0, 1)
     if finetune_backbone:
         size = spec.input_size
         images = torch.cat([load_square(album.files[album.keys.index(key)], size) for key in keys])
-        history = train_personal(model.head, live_source(model, images), all_pairs, personal, seed,
-                                 extra_params=model.backbone.parameters())
+        fit = personal_stage(model.head, live_source(model, images), answered_rows, personal, seed, device,
+                             extra_params=list(model.backbone.parameters()))
     else:
-        history = personal_stage(model.head, feats, all_pairs, personal, seed, device)
+        fit = personal_stage(model.head, feats, answered_rows, personal, seed, device)
     _report(progress, "personal stage", 1, 1)
+    taste = None if fit.taste is None else {name: None if math.isinf(value) else value for name, value in
+                                            (("style_l2", fit.taste.style_l2), ("content_l2", fit.taste.content_l2))}
 
     meta = model_metadata(
         model, "pretrained", kind="profile", trained=True,
         trained_on={"album": str(album.root), "album_sha256": album.digest(), "photos": len(album.files),
                     "answers": len(answered), "inferred_pairs": len(inferred),
                     "contradictions": len(expansion.contradictions), "references": n_refs, **start_meta},
-        training={"personal": personal.as_dict(), "personal_iterations_trained": len(history),
-                  "answers_about_versions_of_one_photo": round(edit_share, 3), "generic": (generic or GenericSettings()).as_dict() if n_refs else None,
+        training={"personal": personal.as_dict(), "personal_iterations_trained": len(fit.history),
+                  "taste_strength": taste,
+                  "generic": (generic or GenericSettings()).as_dict() if n_refs else None,
                   "k": k, "finetune_backbone": finetune_backbone},
         seed=seed,
     )

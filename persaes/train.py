@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from persaes.atomic import atomic_path
 from persaes.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
-from persaes.model import AestheticModel, AttentionHead, distribution_to_score
+from persaes.model import STATS, AestheticModel, AttentionHead, distribution_to_score
+from persaes.taste import TasteChoice, TastePart, choose_strength, expanded_pairs, fit_taste
 
 Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
 
@@ -66,30 +67,29 @@ over the references, each going over all quality-prior pairs once, with a rankin
 and margin 0.5 (benchmarks/README.md, §2)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PersonalSettings:
-    """Personal stage: pairwise loss, Adam, learning rate halved every ``halve_every`` steps.
+    """Personal stage: the profile's taste part, optionally after fine-tuning the head.
 
-    ``anchor`` weighs an L2 pull of the trained parameters toward their starting values
-    (the generic model), which keeps a few answers from undoing what the references taught.
-    ``layers`` is ``"all"`` (the whole head) or ``"fc"`` (only the final linear layer).
+    ``taste`` fits the profile's :class:`~persaes.taste.TastePart` on the answers (a pairwise
+    logistic model over style statistics and content features with the fine-tuned or generic
+    head as its offset); ``style_l2`` and ``content_l2`` fix its strengths, and ``None`` lets
+    k-fold cross-validation on the answers choose them (:func:`persaes.taste.choose_strength`).
 
-    ``iterations="auto"`` lets the answers decide how far to fine-tune: a seeded fifth of
-    the pairs is held out, a trial run checks the held-out pair accuracy after each of
-    :data:`AUTO_CANDIDATES` iterations (0 keeps the starting model), and the best count (the
-    smallest on ties) is then trained on all pairs. On the dev participants it did worse
-    than the default (benchmarks/README.md), so it is an option, not the default.
-
-    ``epochs`` caps a set number of iterations (not ``"auto"``) at that many passes over the
-    pairs (``None``: no cap), so fewer answers are fitted for fewer steps: 10 epochs stop
-    the 27–45 pairs of ten rated photos after about 11 iterations and the 100–130 pairs of a
-    hundred after about 40. On the dev participants of the personal-taste benchmark that
-    lifted ten photos' personal stage above the generic model and kept a hundred photos'
-    gain (benchmarks/README.md).
+    ``iterations > 0`` first fine-tunes the head itself with the paper's pairwise loss (hinge,
+    margin 0.1), Adam with the learning rate halved every ``halve_every`` steps. ``anchor``
+    weighs an L2 pull of the trained parameters toward their starting values; ``layers`` is
+    ``"all"`` (the whole head) or ``"fc"`` (the final linear layer). ``iterations="auto"``
+    holds out a seeded fifth of the pairs and keeps the best of :data:`AUTO_CANDIDATES`.
+    ``epochs`` caps a set number of iterations at that many passes over the pairs
+    (``None``: no cap).
     """
 
-    iterations: int | str = 100
-    epochs: float | None = 10.0
+    taste: bool = True
+    style_l2: float | None = None
+    content_l2: float | None = None
+    iterations: int | str = 0
+    epochs: float | None = None
     batch_size: int = 32
     lr: float = 3e-4
     halve_every: int = 500
@@ -99,21 +99,18 @@ class PersonalSettings:
     weight_decay: float = 0.0
     layers: str = "all"
 
-    def as_dict(self) -> dict[str, float | str]:
+    def as_dict(self) -> dict[str, float | str | bool | None]:
         return asdict(self)
 
 
-CONTENT_TASTE = PersonalSettings()
-"""Answers comparing different photos (taste in content): gentle fine-tuning, at most 100
-iterations and 10 passes over the pairs (tuned on the personal-taste benchmark's dev
-participants)."""
-EDIT_TASTE = PersonalSettings(iterations=600, lr=2e-3, epochs=None)
-"""Answers comparing versions of one photo (taste in edits): consistent answers that carry
-further (tuned on the simulated users of benchmarks/taste_retouch.py; 600 iterations since
-the generic weights carry their quality prior mostly in the content-free branch, which a
-user who likes dark photos has to argue against; lr 2e-3 rather than 1e-3, since at 1e-3 a
-user who dislikes colour still got a profile that ranked more saturated versions higher,
-benchmarks/README.md §3)."""
+PERSONAL_PRESETS: dict[str, PersonalSettings] = {
+    "taste": PersonalSettings(),
+    "paper": PersonalSettings(taste=False, iterations=100, epochs=10.0),
+}
+"""Named personal stages: ``taste`` (the default) fits the taste part with strengths chosen by
+cross-validation on the answers; ``paper`` is the paper's personal stage, the head fine-tuned
+with the hinge loss (at most 100 iterations and 10 passes over the pairs)."""
+
 
 AUTO_CANDIDATES = (0, 25, 50, 100, 200, 400)
 AUTO_HOLDOUT = 0.2
@@ -351,6 +348,40 @@ def train_personal(
             on_step(step)
     head.eval()
     return history
+
+
+@torch.no_grad()
+def train_taste(head: AttentionHead, source: Source, answered: Tensor, settings: PersonalSettings,
+                seed: int = 0) -> TasteChoice:
+    """Fit ``head``'s taste part on answered pairs (M×2 indices, the first preferred), in place.
+
+    The strengths not fixed by ``settings`` are chosen by cross-validation on the answers; the
+    fit itself uses the answers and their one-step transitive pairs. The head's logits (with
+    whatever fine-tuning it had) are the offset; the content features are centred on the
+    answered photos and divided by their root-mean-square deviation.
+    """
+    if answered.ndim != 2 or answered.shape[1] != 2 or len(answered) == 0:
+        raise ValueError(f"answered must be a non-empty M×2 index tensor, got shape {tuple(answered.shape)}")
+    head.eval()
+    head.taste = None
+    photos, where = answered.unique(return_inverse=True)
+    z1, z2, z3, stats, thumb = source(photos)
+    logits = head.logits(z1, z2, z3, stats, thumb).float().cpu()
+    part = TastePart(STATS, z3.shape[1])
+    part.content_mean.copy_(z3.mean(0))
+    # one scale for all channels: per-channel deviations of a few dozen photos are too noisy to divide by
+    part.content_scale.fill_(float(z3.std(0).pow(2).mean().sqrt().clamp_min(1e-3)) if len(z3) > 1 else 1.0)
+    style = head.standardized_stats(stats).float().cpu()
+    content = part.content_features(z3).float().cpu()
+    rows = where.view(-1, 2).cpu()
+    style_grid = None if settings.style_l2 is None else (settings.style_l2,)
+    content_grid = None if settings.content_l2 is None else (settings.content_l2,)
+    choice = choose_strength(logits, style, content, rows, seed, style_grid, content_grid)
+    fitted = fit_taste(logits, style, content, expanded_pairs(rows), choice.style_l2, choice.content_l2)
+    part.style.copy_(fitted.style)
+    part.content.copy_(fitted.content)
+    head.taste = part.to(z3.device)
+    return choice
 
 
 def live_source(model: AestheticModel, images: Tensor) -> Source:

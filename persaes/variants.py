@@ -41,12 +41,6 @@ def is_variant(key: str) -> bool:
     return key.startswith(VARIANTS_DIR + "/")
 
 
-def photo_of(key: str) -> str:
-    """The photo an album key shows: its stem, without a variant's ``__v<k>`` suffix."""
-    stem = Path(key).stem
-    return stem.rsplit("__v", 1)[0] if is_variant(key) else stem
-
-
 def jpeg_bytes(image: Image.Image) -> bytes:
     """An image encoded as JPEG (quality :data:`JPEG_QUALITY`)."""
     buffer = io.BytesIO()

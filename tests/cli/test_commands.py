@@ -70,13 +70,16 @@ def test_personalize_trains_exactly_the_iterations_asked_for(photos: list[Path],
     prefs = tmp_path / "answers.jsonl"
     prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{l}"}}\n' for w, l in zip(names, names[1:])))
     counts = {}
-    for label, extra in (("default", []), ("asked", ["--iterations", "30"])):
+    runs = (("default", []), ("asked", ["--iterations", "30"]), ("paper", ["--personal", "paper"]),
+            ("paper, asked", ["--personal", "paper", "--iterations", "1"]))
+    for label, extra in runs:
         out = tmp_path / f"{label}.safetensors"
         result = _run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu", *extra)
         assert result.exit_code == 0, result.output
         counts[label] = load_scorer(out, device="cpu").metadata["training"]["personal_iterations_trained"]
-    # 3 answers and 2 inferred pairs: the default content-taste settings stop after 10 passes (2 iterations)
-    assert counts == {"default": 2, "asked": 30}
+    # the default fits the taste part only; 'paper' fine-tunes the head, 3 answers and 2 inferred pairs for
+    # 10 passes (2 iterations); --iterations overrides that field alone
+    assert counts == {"default": 0, "asked": 30, "paper": 2, "paper, asked": 1}
 
 
 def test_retouch_refuses_out_equal_to_in(photos: list[Path], tmp_path: Path) -> None:
@@ -235,9 +238,8 @@ def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) 
     assert all(not re.match(r"^[a-z]+://", link) and (out / "report" / link).is_file() for link in parser.links)
     assert "report of 2 photos" in result.stdout
     from persaes.checkpoint import read_checkpoint
-    from persaes.train import CONTENT_TASTE, EDIT_TASTE
+    from persaes.train import PERSONAL_PRESETS
 
     training = read_checkpoint(out / "profile.safetensors")[1]["training"]
-    # the example answers mostly compare versions of one photo: the edit-taste settings apply
-    assert EDIT_TASTE != CONTENT_TASTE
-    assert training["answers_about_versions_of_one_photo"] > 0.5 and training["personal"] == EDIT_TASTE.as_dict()
+    # the default personal stage, with strengths the example answers chose
+    assert training["personal"] == PERSONAL_PRESETS["taste"].as_dict() and training["taste_strength"]["style_l2"]

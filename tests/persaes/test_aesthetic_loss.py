@@ -12,10 +12,14 @@ from persaes.model import AestheticModel, AttentionHead
 from persaes.scorer import Scorer, load_scorer
 
 
-def _scorer(name: str) -> Scorer:
+def _scorer(name: str, taste: bool = False) -> Scorer:
     spec = get_spec(name)
     torch.manual_seed(0)
-    model = AestheticModel(spec, create_backbone(name, "random"), AttentionHead(spec.channels))
+    model = AestheticModel(spec, create_backbone(name, "random"), AttentionHead(spec.channels, taste=taste))
+    if model.head.taste is not None:  # a profile's taste part, with weights
+        with torch.no_grad():
+            model.head.taste.style.normal_()
+            model.head.taste.content.normal_(std=0.1)
     return Scorer(model, model_metadata(model, "random"))
 
 
@@ -28,9 +32,10 @@ def test_loss_is_ten_minus_score_and_states_its_direction() -> None:
     assert float(AestheticLoss(loss.scorer, reduction="sum")(x)) == pytest.approx(float(loss(x).sum()), abs=1e-4)
 
 
+@pytest.mark.parametrize("taste", [False, True], ids=["generic", "profile"])
 @pytest.mark.parametrize("name", list_backbones())
-def test_gradients_reach_every_pixel_for_every_backbone(name: str) -> None:
-    scorer = _scorer(name)
+def test_gradients_reach_every_pixel_for_every_backbone(name: str, taste: bool) -> None:
+    scorer = _scorer(name, taste)
     for fill in (None, 1.0, 0.0):  # saturated inputs too: no clamp on the path
         x = torch.rand(1, 3, 64, 80) if fill is None else torch.full((1, 3, 64, 80), fill)
         x.requires_grad_(True)

@@ -14,7 +14,7 @@ from persaes.preferences import Answer, append_answer
 from persaes.references import read_score_csv
 from persaes.retouch_files import save_photo
 from persaes.scorer import load_scorer
-from persaes.train import CONTENT_TASTE
+from persaes.train import PERSONAL_PRESETS
 from retouch import expose
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "album"
@@ -68,10 +68,12 @@ def test_profile_metadata(dark_lover: dict[str, Path]) -> None:
     assert meta["kind"] == "profile" and meta["seed"] == 0
     assert trained["answers"] == 30 and trained["inferred_pairs"] == 0 and trained["photos"] == 30
     assert len(trained["album_sha256"]) == 64 and meta["training"]["personal"]["loss"] == "hinge"
-    # answers compare different photos (bright_X, X, dark_X are separate files): content-taste settings
-    assert meta["training"]["answers_about_versions_of_one_photo"] == 0
-    assert meta["training"]["personal"] == CONTENT_TASTE.as_dict()
-    assert meta["training"]["personal_iterations_trained"] == 10  # 10 epochs over 30 answers at batch 32
+    # the default personal stage: the taste part alone, its strengths chosen by the answers
+    assert meta["training"]["personal"] == PERSONAL_PRESETS["taste"].as_dict()
+    assert meta["training"]["personal_iterations_trained"] == 0
+    strength = meta["training"]["taste_strength"]
+    assert set(strength) == {"style_l2", "content_l2"} and strength["style_l2"] is not None  # consistent answers
+    assert load_scorer(dark_lover["profile"], device="cpu").model.head.taste is not None
 
 
 def test_same_inputs_and_seed_give_a_bit_identical_profile(dark_lover: dict[str, Path], tmp_path: Path) -> None:
@@ -139,7 +141,7 @@ def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_p
     album, prefs = _chain_album(photos, tmp_path)
     out = tmp_path / "full.safetensors"
     personalize(album, prefs, out, device="cpu", finetune_backbone=True,
-                personal=PersonalSettings(iterations=2, batch_size=3, lr=1e-3))
+                personal=PersonalSettings(iterations=2, batch_size=3, lr=1e-3, epochs=None))
     tensors = load_file(str(out))
     assert any(k.startswith("backbone.") for k in tensors)
     scorer = load_scorer(out, device="cpu")
@@ -149,8 +151,37 @@ def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_p
     assert not torch.equal(tensors[stem], pretrained.model.backbone.state_dict()[stem[len("backbone."):]])
 
 
-def test_photo_of_names_the_photo_behind_a_variant() -> None:
-    from persaes.variants import photo_of
+def test_a_consistent_taste_on_different_photos_against_the_generic_bias_is_learned(tmp_path: Path) -> None:
+    """A user who prefers vivid colour (the generic model prefers ×0.55 to ×1.45 saturation on these
+    photos) answers pairs of different photos, each in one version."""
+    from persaes.simulate import CONSISTENT_TASTES, edit_along
 
-    assert photo_of("_variants/Bird2__v3.jpg") == photo_of("Bird2.jpg") == "Bird2"
-    assert photo_of("sub/my__v1.jpg") == "my__v1"  # only files in _variants/ are variants
+    vivid = CONSISTENT_TASTES["vivid"]
+    names = sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    album, held = tmp_path / "album", tmp_path / "held"
+    values = {}
+    for name in names[:16]:  # each photo as two album files, muted and vivid: 32 photos
+        image = load_image(EXAMPLES / name, max_side=256)[None]
+        for amount, tag in ((-1.0, "m"), (1.0, "v")):
+            save_photo(edit_along(image, "saturation", amount)[0], album / f"{tag}_{name}")
+            values[f"{tag}_{name}"] = vivid.value(load_image(album / f"{tag}_{name}")[None])
+    prefs = tmp_path / "vivid.jsonl"
+    keys = sorted(values)
+    for i, a in enumerate(keys):  # every pair of files that show different photos
+        for b in keys[i + 1:]:
+            if a[2:] != b[2:]:
+                append_answer(prefs, Answer(winner=a, loser=b) if values[a] > values[b] else Answer(winner=b, loser=a))
+    profile = tmp_path / "vivid.safetensors"
+    personalize(album, prefs, profile, device="cpu")
+    for name in names[16:]:
+        image = load_image(EXAMPLES / name, max_side=256)[None]
+        save_photo(edit_along(image, "saturation", -1.0)[0], held / f"muted_{name}")
+        save_photo(edit_along(image, "saturation", 1.0)[0], held / f"vivid_{name}")
+
+    def share_vivid(scorer_name: Path | str) -> float:
+        scorer = load_scorer(scorer_name, device="cpu")
+        low = scorer.score([held / f"muted_{n}" for n in names[16:]])
+        high = scorer.score([held / f"vivid_{n}" for n in names[16:]])
+        return float((high > low).float().mean())
+
+    assert share_vivid("generic") <= 0.5 and share_vivid(profile) >= 0.85
