@@ -182,7 +182,8 @@ def load_model(path: str | os.PathLike[str], backbone: str | None = None, backbo
     if backbone is not None and backbone != meta["backbone"]:
         raise CheckpointError(f"{path}: made for backbone {meta['backbone']}, not {backbone}")
     spec = get_spec(meta["backbone"])
-    head = AttentionHead(spec.channels, **{k: meta["head"][k] for k in _HEAD_KEYS}, taste=meta["head"].get("taste", False))
+    head = AttentionHead(spec.channels, **{k: meta["head"][k] for k in _HEAD_KEYS},
+                         taste=meta["head"].get("taste", False))
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     try:
         head.load_state_dict(head_state, strict=True)

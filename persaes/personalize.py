@@ -18,8 +18,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +152,7 @@ def personal_stage(
     settings = settings or PersonalSettings()
     source: Source = (lambda i: feats.take(i, device)) if isinstance(feats, Features) else feats
     history: list[float] = []
-    if settings.iterations not in (0, "0"):
+    if settings.iterations:
         history = train_personal(head, source, expanded_pairs(answered), settings, seed, extra_params=extra_params)
     choice = train_taste(head, source, answered, settings, seed) if settings.taste else None
     return PersonalFit(history, choice)
