@@ -9,8 +9,9 @@ For each participant u and training size X: split u's rated images (X train, res
 draw 100 random training pairs (higher rating wins, ties dropped) and expand them by
 one-step transitivity; the reference set is every image except u's test images, with the
 histogram of the *other* participants' ratings; the generic stage trains the head on the
-K = 50 nearest references of the training images (EMD); the personal stage fine-tunes on
-the pairs (hinge, margin 0.1); u's test images are scored. Every method runs on the same
+K nearest references of the training images (EMD), K grown from 50 until they are at least
+``--min-references`` (``paper-knn``: the full method on the paper's hard K = 50); the
+personal stage fits the profile on the pairs; u's test images are scored. Every method runs on the same
 splits. It uses persaes' own readers, KNN, training and scoring code, on cached features.
 
 ``linear`` is the protocol's floor: ridge regression from pooled backbone features (mean and
@@ -42,14 +43,14 @@ from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
 from persaes.device import resolve_device
 from persaes.features import FeatureCache, Features, extract_features
 from persaes.model import AestheticModel, AttentionHead, distribution_to_score, load_square, normalize
-from persaes.personalize import generic_stage, personal_stage
+from persaes.personalize import MIN_REFERENCES, generic_stage, personal_stage
 from persaes.preferences import expand_transitive
 from persaes.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
 from persaes.references import read_ratings_csv
 from persaes.train import PERSONAL_PRESETS, GenericSettings, parse_iterations
 
-METHODS = ("full", "paper", "generic", "consensus", "ranksvm", "linear", "exp", "logistic", "no-attention",
-           "no-pretraining")
+METHODS = ("full", "paper", "generic", "consensus", "ranksvm", "linear", "paper-knn", "exp", "logistic",
+           "no-attention", "no-pretraining")
 #: Ridge strengths the ``linear`` probe chooses from by leave-one-out error on the references.
 RIDGE_ALPHAS = tuple(10.0 ** e for e in range(0, 6))
 #: L2 pull toward zero of the ``linear`` probe's per-person part (summed logistic loss over the pairs;
@@ -202,13 +203,14 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
             hists = refs.hists[[ref_pos[i] for i in ref_ids]]
             scores: dict[str, Tensor] = {}
 
-            def run(kind: str, attention: bool, losses: list[str], generic_name: str | None) -> None:
+            def run(kind: str, attention: bool, losses: list[str], generic_name: str | None,
+                    min_references: int = args.min_references) -> None:
                 table, row = feats[kind]
                 ref_feats = table.rows([row[i] for i in ref_ids])
                 torch.manual_seed(seed)
                 head = AttentionHead(channels, attention=attention).to(device)
                 generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,
-                              generic_settings, seed, device)
+                              generic_settings, seed, device, min_references)
                 test_rows = [row[i] for i in test]
                 if generic_name:
                     scores[generic_name] = head_scores(head, table, test_rows)
@@ -224,6 +226,8 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
                                  for m in ("full", "paper", "exp", "logistic") if m in methods]
             if pretrained_losses or "generic" in methods:
                 run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
+            if "paper-knn" in methods:
+                run("pretrained", True, [("paper-knn", personal_settings[args.personal])], None, min_references=0)
             if "no-attention" in methods:
                 run("pretrained", False, [("no-attention", personal_settings[args.personal])], None)
             if "no-pretraining" in methods:
@@ -267,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--min-references", type=int, default=MIN_REFERENCES,
+                    help="K grows until the generic stage has this many references (paper-knn: 0)")
     ap.add_argument("--scale", default="1,7", help="rating scale lo,hi")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder")
     ap.add_argument("--generic-epochs", type=int, default=GenericSettings.epochs)
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.time() - started, 1),
         "command": " ".join(["python", "benchmarks/personal_taste.py", *(argv if argv is not None else sys.argv[1:])]),
         "settings": {"generic": generic_settings.as_dict(), "personal": {n: s.as_dict() for n, s in personal_settings.items()}, "k": args.k,
+                     "min_references": args.min_references,
                      "backbone": args.backbone, "repeats": args.repeats, "seed": args.seed},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

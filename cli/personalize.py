@@ -10,7 +10,7 @@ import click
 
 from cli.common import StageProgress, device_option, printable, user_errors, warn
 from persaes.backbones import BackboneError
-from persaes.personalize import personalize
+from persaes.personalize import MIN_REFERENCES, personalize
 from persaes.train import PERSONAL_PRESETS, parse_iterations
 
 
@@ -21,6 +21,8 @@ from persaes.train import PERSONAL_PRESETS, parse_iterations
 @click.option("--references", default=None, help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
               "runs the paper's generic stage first. Default: start from the shipped generic weights.")
 @click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
+@click.option("--min-references", default=MIN_REFERENCES, show_default=True, type=click.IntRange(0),
+              help="K grows until the generic stage has at least this many references; 0 keeps the paper's hard K.")
 @click.option("--personal", "preset", default="taste", show_default=True, type=click.Choice(tuple(PERSONAL_PRESETS)),
               help="The personal stage: 'taste' fits a taste part whose strength the answers choose "
               "(cross-validated); 'paper' fine-tunes the head with the hinge loss.")
@@ -31,8 +33,8 @@ from persaes.train import PERSONAL_PRESETS, parse_iterations
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, preset: str,
-                    iterations: str | None, finetune_backbone: bool, seed: int, device: str) -> None:
+def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, min_references: int,
+                    preset: str, iterations: str | None, finetune_backbone: bool, seed: int, device: str) -> None:
     """Learn a personal profile from an album and preference answers.
 
     Unreadable photos and unusable answers are skipped and listed on stderr; the
@@ -48,7 +50,8 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
         personal = replace(personal, iterations=parse_iterations(iterations))
     progress = StageProgress()
     try:
-        report = personalize(album, prefs, out, references=references, k=k, device=device, seed=seed,
+        report = personalize(album, prefs, out, references=references, k=k,
+                             min_references=min_references, device=device, seed=seed,
                              personal=personal, finetune_backbone=finetune_backbone, progress=progress)
     finally:
         progress.close()

@@ -137,6 +137,31 @@ class KnnIndex:
         """
         return torch.unique(self.search(queries, k)[1])
 
+    def union_at_least(self, queries: torch.Tensor, k: int = 50, minimum: int = 0) -> torch.Tensor:
+        """:meth:`union` with ``k`` doubled until the union holds at least ``min(minimum, N)`` references.
+
+        A small album's K nearest neighbours cover only a few hundred references, too few for
+        the regressor to generalise from (benchmarks/README.md §1); ``minimum = 0`` is the
+        paper's hard K.
+
+        Returns:
+            LongTensor M, ascending, M >= min(minimum, N).
+
+        Example:
+            >>> angles = torch.arange(6) * 0.3
+            >>> index = KnnIndex(torch.stack([angles.cos(), angles.sin()], 1), list("abcdef"))
+            >>> query = torch.tensor([[1.0, 0.0]])
+            >>> index.union(query, k=2).tolist(), index.union_at_least(query, k=2, minimum=3).tolist()
+            ([0, 1], [0, 1, 2, 3])
+        """
+        if minimum < 0:
+            raise ValueError(f"KnnIndex.union_at_least: minimum must be >= 0, got {minimum}")
+        rows = self.union(queries, k)
+        while len(rows) < min(minimum, len(self)) and k < len(self):
+            k *= 2
+            rows = self.union(queries, k)
+        return rows
+
     def save(self, path: str | os.PathLike[str], backbone: str | None = None) -> None:
         """Write the index atomically as safetensors (features + JSON metadata).
 

@@ -1,4 +1,4 @@
-"""Exact cosine KNN: equals brute force, chunked or not; union; save/load."""
+"""Exact cosine KNN: equals brute force, chunked or not; union, grown to a minimum size; save/load."""
 
 from __future__ import annotations
 
@@ -56,6 +56,22 @@ def test_union() -> None:
     expected = torch.unique(_brute_force(features, queries, 20)[1])
     assert torch.equal(union, expected)
     assert (union[1:] > union[:-1]).all()
+
+
+def test_union_at_least_grows_k_until_the_union_is_large_enough() -> None:
+    features, queries, ids = _data()
+    index = KnnIndex(features, ids, chunk_size=128)
+    assert torch.equal(index.union_at_least(queries, k=5, minimum=0), index.union(queries, k=5))
+    grown = index.union_at_least(queries, k=5, minimum=150)
+    assert len(grown) >= 150
+    k = 5
+    while len(index.union(queries, k)) < 150:
+        k *= 2
+    assert torch.equal(grown, index.union(queries, k))  # the smallest doubling of k that is enough
+    assert len(index.union(queries, k // 2)) < 150
+    assert torch.equal(index.union_at_least(queries, k=5, minimum=10_000), torch.arange(500))  # all, no endless loop
+    with pytest.raises(ValueError, match="minimum"):
+        index.union_at_least(queries, k=5, minimum=-1)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

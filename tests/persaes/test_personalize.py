@@ -128,11 +128,16 @@ def test_generic_stage_from_references(photos: list[Path], tmp_path: Path) -> No
         rows.append(f"{p.name},{2 + (i % 8)}")
     (refs_dir / "scores.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "p.safetensors"
-    report = personalize(album, prefs, out, references=read_score_csv(refs_dir / "scores.csv"), k=3, device="cpu")
-    assert report.references == 12 and report.inferred == 2
+    refs = read_score_csv(refs_dir / "scores.csv")
+    report = personalize(album, prefs, out, references=refs, k=1, device="cpu")
+    assert report.references == 12 and report.inferred == 2  # K grown until every reference is used
     meta = load_scorer(out, device="cpu").metadata
-    assert meta["trained_on"]["start"] == "references" and meta["training"]["k"] == 3
+    assert meta["trained_on"]["start"] == "references" and meta["training"]["k"] == 1
     assert json.loads(json.dumps(meta))  # plain JSON all the way
+    paper = personalize(album, prefs, tmp_path / "paper.safetensors", references=refs, k=1, min_references=0,
+                        device="cpu")
+    assert 1 <= paper.references <= len(photos) < 12  # the paper's hard K: one neighbour per album photo
+    assert load_scorer(tmp_path / "paper.safetensors", device="cpu").metadata["training"]["min_references"] == 0
 
 
 def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_path: Path) -> None:
