@@ -25,7 +25,8 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
 
 def _one_line_error(result, *needles: str) -> None:
     assert result.exit_code != 0
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr
 
