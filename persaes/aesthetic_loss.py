@@ -5,10 +5,14 @@ of one photo; gradients reach every pixel (no clamps on the path).
 
 Example::
 
-    >>> loss_fn = AestheticLoss("generic")                       # doctest: +SKIP
-    >>> enhanced = my_net(batch)                                 # B×3×H×W in [0, 1]
+    >>> loss_fn = AestheticLoss("generic", device="cpu")
+    >>> net = torch.nn.Conv2d(3, 3, 3, padding=1)                # any enhancement model
+    >>> batch = torch.rand(2, 3, 64, 64)
+    >>> enhanced = torch.sigmoid(net(batch))                     # B×3×H×W in [0, 1]
     >>> loss = loss_fn(enhanced) + 0.1 * (enhanced - batch).abs().mean()
     >>> loss.backward()
+    >>> bool(torch.isfinite(net.weight.grad).all())
+    True
 """
 
 from __future__ import annotations

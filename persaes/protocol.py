@@ -9,7 +9,7 @@ benchmark script only wires them together:
 
 Example::
 
-    >>> spearman(torch.tensor([1.0, 2, 3]), torch.tensor([10.0, 20, 35]))
+    >>> round(spearman(torch.tensor([1.0, 2, 3]), torch.tensor([10.0, 20, 35])), 6)
     1.0
 """
 
