@@ -156,11 +156,21 @@ class KnnIndex:
         """
         if minimum < 0:
             raise ValueError(f"KnnIndex.union_at_least: minimum must be >= 0, got {minimum}")
+        target = min(minimum, len(self))
         rows = self.union(queries, k)
-        while len(rows) < min(minimum, len(self)) and k < len(self):
+        if len(rows) >= target:
+            return rows
+        # One search deep enough for every doubling that can be needed: a single query's
+        # ``target`` nearest references already make the union large enough.
+        deepest = k
+        while deepest < target:
+            deepest *= 2
+        _, idx = self.search(queries, deepest)
+        ranks = torch.arange(idx.shape[1]).expand_as(idx).flatten()
+        best = torch.full((len(self),), idx.shape[1]).scatter_reduce_(0, idx.flatten(), ranks, "amin")
+        while int((best < k).sum()) < target:
             k *= 2
-            rows = self.union(queries, k)
-        return rows
+        return (best < k).nonzero().flatten()
 
     def save(self, path: str | os.PathLike[str], backbone: str | None = None) -> None:
         """Write the index atomically as safetensors (features + JSON metadata).
