@@ -6,7 +6,7 @@
   (AVA's size, the default backbone's pooled features), K = 50, after one warm-up search.
 * Transitivity: one-step expansion of about 20,000 random answers over 10,000 images.
 * Active questions: choosing the next pair for an album of 1,000 photos after 200 answers
-  (``persaes.active.ActivePairs``, 21 style statistics + 16 content components), the mean of
+  (``persaes.core.active.ActivePairs``, 21 style statistics + 16 content components), the mean of
   20 choices; the page asks for it after every answer.
 """
 
@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from persaes.active import ActivePairs
-from persaes.knn import KnnIndex
-from persaes.preferences import expand_transitive
+from persaes.core.active import ActivePairs
+from persaes.core.knn import KnnIndex
+from persaes.io.preferences import expand_transitive
 
 
 def main() -> int:

@@ -5,7 +5,7 @@
 Scores 12 held-out Pixabay photos (`heldout_photos(...)[24:36]`) and their versions at
 ±0.4 EV and saturation × 1.4 / × 0.7 under the generic scorer and under profiles made
 from the example album's answers (a simulated bright-and-vivid user) with each personal
-stage of ``persaes.train.PERSONAL_PRESETS`` (``taste``, the default, and ``paper``); prints
+stage of ``persaes.core.train.PERSONAL_PRESETS`` (``taste``, the default, and ``paper``); prints
 the mean score change of each edit and the share of photos whose brighter version beats the
 darker one.
 """
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from persaes.images import load_image
-from persaes.personalize import personalize
-from persaes.protocol import heldout_photos
-from persaes.scorer import load_scorer
-from persaes.train import PERSONAL_PRESETS
+from persaes.core.personalize import personalize
+from persaes.core.scorer import load_scorer
+from persaes.core.train import PERSONAL_PRESETS
+from persaes.eval.protocol import heldout_photos
+from persaes.io.images import load_image
 from retouch import expose, saturation
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

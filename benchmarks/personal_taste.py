@@ -39,15 +39,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from persaes.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
-from persaes.device import resolve_device
-from persaes.features import FeatureCache, Features, extract_features
-from persaes.model import AestheticModel, AttentionHead, distribution_to_score, load_square, normalize
-from persaes.personalize import MIN_REFERENCES, generic_stage, personal_stage
-from persaes.preferences import expand_transitive
-from persaes.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
-from persaes.references import read_ratings_csv
-from persaes.train import PERSONAL_PRESETS, GenericSettings, parse_iterations
+from persaes.core.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
+from persaes.core.device import resolve_device
+from persaes.core.features import FeatureCache, Features, extract_features
+from persaes.core.model import AestheticModel, AttentionHead, distribution_to_score, load_square, normalize
+from persaes.core.personalize import MIN_REFERENCES, generic_stage, personal_stage
+from persaes.core.train import PERSONAL_PRESETS, GenericSettings, parse_iterations
+from persaes.eval.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
+from persaes.io.preferences import expand_transitive
+from persaes.io.references import read_ratings_csv
 
 METHODS = ("full", "paper", "generic", "consensus", "ranksvm", "linear", "paper-knn", "exp", "logistic",
            "no-attention", "no-pretraining")
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generic-epochs", type=int, default=GenericSettings.epochs)
     ap.add_argument("--generic-lr", type=float, default=GenericSettings.lr)
     ap.add_argument("--personal", default="taste", choices=tuple(PERSONAL_PRESETS),
-                    help="the personal stage of the full method (persaes.train.PERSONAL_PRESETS)")
+                    help="the personal stage of the full method (persaes.core.train.PERSONAL_PRESETS)")
     ap.add_argument("--personal-iterations", type=parse_iterations, default=None,
                     help="head fine-tuning iterations (overrides the preset's)")
     ap.add_argument("--personal-epochs", type=float, default=None, help="cap on passes over the pairs (0: no cap)")

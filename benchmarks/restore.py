@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from persaes.aesthetic_loss import AestheticLoss
-from persaes.images import load_image
-from persaes.protocol import heldout_photos
-from persaes.retouch_files import retouch_image
-from persaes.scorer import load_scorer
+from persaes.app.retouch_folder import retouch_image
+from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.scorer import load_scorer
+from persaes.eval.protocol import heldout_photos
+from persaes.io.images import load_image
 from retouch import (
     DEGRADATIONS,
     LEVELS,

@@ -4,7 +4,7 @@ Example::
 
     python benchmarks/retouch_net.py --data ../shared/data/oasis --json out/retouch_net.json
 
-Held-out Pixabay photos of OASIS (``persaes.protocol.heldout_photos``, never used to train the
+Held-out Pixabay photos of OASIS (``persaes.eval.protocol.heldout_photos``, never used to train the
 scorer): the network is trained as ``persaes train-retoucher`` trains it, on the fitted edits of
 ``--train-photos`` photos that follow the 48 test photos of ``restore.py`` and
 ``taste_retouch.py``; then, on the first ``--test-photos`` photos at full size, its one-pass
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from persaes.aesthetic_loss import AestheticLoss
-from persaes.images import load_image
-from persaes.protocol import heldout_photos
-from persaes.retouch_files import retouch_image
-from persaes.retouch_training import EditPairs, fitted_pair
-from persaes.scorer import load_scorer
+from persaes.app.retouch_folder import retouch_image
+from persaes.app.retouch_training import EditPairs, fitted_pair
+from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.scorer import load_scorer
+from persaes.eval.protocol import heldout_photos
+from persaes.io.images import load_image
 from retouch import psnr
 from retouch.optimize import EditSettings, train_retouch_net
 

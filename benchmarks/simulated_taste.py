@@ -5,10 +5,10 @@ Example::
     python benchmarks/simulated_taste.py --data ../shared/data/oasis --json out/simulated_taste.json \\
         --plot out/simulated_taste.png
 
-A simulated user (``persaes.simulate.CONSISTENT_TASTES``: warm, cool, vivid, muted, bright,
+A simulated user (``persaes.eval.simulate.CONSISTENT_TASTES``: warm, cool, vivid, muted, bright,
 dark, high- and low-contrast, animals, scenery) answers pairs of *different* photos of an
 album (``--album`` OASIS photos outside the held-out set, each present once: as it is or
-edited by ``persaes.simulate.edit_along`` along a random axis by −1 or +1) by its rule, each
+edited by ``persaes.eval.simulate.edit_along`` along a random axis by −1 or +1) by its rule, each
 answer flipped with probability ``--noise``. The profile is made by the same personal stage
 ``persaes personalize`` runs (on cached features, starting from the shipped generic weights).
 
@@ -16,7 +16,7 @@ Held-out pair accuracy (the ``heldout_photos`` of protocol §2, never in an albu
 or colour taste, the −1 and +1 versions of each held-out photo along the taste's axis; for a
 content taste, every pair of a photo of the category and one of another. Reported for the
 generic model and the profile, for each noise level and number of answers, with random pairs
-and with pairs chosen one by one by ``persaes.active.ActivePairs`` (``--pairs``); a PNG plots
+and with pairs chosen one by one by ``persaes.core.active.ActivePairs`` (``--pairs``); a PNG plots
 accuracy against answers.
 
 With ``--retouch N``: for each tone or colour taste, N held-out photos are retouched with the
@@ -41,18 +41,18 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from persaes.active import ActivePairs
-from persaes.aesthetic_loss import AestheticLoss
-from persaes.features import FeatureCache, Features, extract_features
-from persaes.images import load_image
-from persaes.model import AestheticModel, distribution_to_score
-from persaes.personalize import personal_stage
-from persaes.preferences import sample_pairs
-from persaes.protocol import heldout_photos
-from persaes.retouch_files import retouch_image, taste_settings
-from persaes.scorer import load_scorer
-from persaes.simulate import AXES, CONSISTENT_TASTES, ConsistentTaste, edit_along
-from persaes.variants import tensor_to_pil
+from persaes.app.retouch_folder import retouch_image, taste_settings
+from persaes.app.variants import tensor_to_pil
+from persaes.core.active import ActivePairs
+from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.features import FeatureCache, Features, extract_features
+from persaes.core.model import AestheticModel, distribution_to_score
+from persaes.core.personalize import personal_stage
+from persaes.core.scorer import load_scorer
+from persaes.eval.protocol import heldout_photos
+from persaes.eval.simulate import AXES, CONSISTENT_TASTES, ConsistentTaste, edit_along
+from persaes.io.images import load_image
+from persaes.io.preferences import sample_pairs
 from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
 
@@ -193,7 +193,7 @@ def retouch_direction(taste: ConsistentTaste, profile_head, scorer, photos: list
 def learning_curve(mode: str, album: Photos, values: list[float], counts: list[int], noise: float,
                    args: argparse.Namespace, model: AestheticModel, versions: Photos, pairs: torch.Tensor):
     """``(answers, accuracies, strengths)`` for each number of answers, ``args.repeats`` users each:
-    random pairs, or pairs chosen one by one by :class:`persaes.active.ActivePairs`."""
+    random pairs, or pairs chosen one by one by :class:`persaes.core.active.ActivePairs`."""
     keys = [str(i) for i in range(len(album.files))]
     runs: dict[int, tuple[list[float], list]] = {count: ([], []) for count in counts}
     for rep in range(args.repeats):

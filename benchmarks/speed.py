@@ -37,10 +37,10 @@ def _peak_mib() -> float:
 
 
 def part_scoring(args: argparse.Namespace) -> dict:
-    from persaes.backbones import create_backbone, get_spec
-    from persaes.images import iter_images
-    from persaes.model import AestheticModel, AttentionHead, load_square, preprocess
-    from persaes.scorer import load_scorer
+    from persaes.core.backbones import create_backbone, get_spec
+    from persaes.core.model import AestheticModel, AttentionHead, load_square, preprocess
+    from persaes.core.scorer import load_scorer
+    from persaes.io.images import iter_images
 
     files = list(iter_images([args.folder]))[: args.images]
     device = torch.device(args.device)
@@ -104,10 +104,10 @@ def part_scoring(args: argparse.Namespace) -> dict:
 def part_personalize(args: argparse.Namespace) -> dict:
     import shutil
 
-    from persaes.features import FeatureCache
-    from persaes.images import iter_images
-    from persaes.personalize import personalize
-    from persaes.preferences import Answer, append_answer, sample_pairs
+    from persaes.core.features import FeatureCache
+    from persaes.core.personalize import personalize
+    from persaes.io.images import iter_images
+    from persaes.io.preferences import Answer, append_answer, sample_pairs
 
     files = list(iter_images([args.folder]))[: args.album]
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,9 +143,9 @@ def part_personalize(args: argparse.Namespace) -> dict:
 def part_retouch(args: argparse.Namespace) -> dict:
     from PIL import Image
 
-    from persaes.aesthetic_loss import AestheticLoss
-    from persaes.images import load_image
-    from persaes.scorer import load_scorer
+    from persaes.core.aesthetic_loss import AestheticLoss
+    from persaes.core.scorer import load_scorer
+    from persaes.io.images import load_image
     from retouch import Retoucher
     from retouch.optimize import EditSettings, optimize_edit
 

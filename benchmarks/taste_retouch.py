@@ -4,7 +4,7 @@ Example::
 
     python benchmarks/taste_retouch.py --data ../shared/data/oasis --json out/taste_retouch.json
 
-For each simulated user (``persaes.simulate.TASTES``: *bright-and-vivid* and
+For each simulated user (``persaes.eval.simulate.TASTES``: *bright-and-vivid* and
 *dark-and-moody*): an album of held-out Pixabay photos and two random edits of each (the
 variants ``persaes prefs collect --variants`` makes) gets 100 answers from the user's taste
 function (within-photo pairs first, then pairs of different photos), written through the
@@ -31,16 +31,16 @@ from pathlib import Path
 
 import torch
 
-from persaes.aesthetic_loss import AestheticLoss
-from persaes.images import load_image
-from persaes.personalize import personalize
-from persaes.preferences import sample_pairs
-from persaes.protocol import heldout_photos
-from persaes.retouch_files import retouch_image, taste_settings
-from persaes.scorer import load_scorer
-from persaes.simulate import TASTES
-from persaes.train import PERSONAL_PRESETS, parse_iterations
-from persaes.variants import write_variant
+from persaes.app.retouch_folder import retouch_image, taste_settings
+from persaes.app.variants import write_variant
+from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.personalize import personalize
+from persaes.core.scorer import load_scorer
+from persaes.core.train import PERSONAL_PRESETS, parse_iterations
+from persaes.eval.protocol import heldout_photos
+from persaes.eval.simulate import TASTES
+from persaes.io.images import load_image
+from persaes.io.preferences import sample_pairs
 from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", choices=("generic", "none"), default="generic",
                     help="what the profile's edit is fitted on: the generic retouch or the original photo")
     ap.add_argument("--personal", default="taste", choices=tuple(PERSONAL_PRESETS),
-                    help="the personal stage (persaes.train.PERSONAL_PRESETS)")
+                    help="the personal stage (persaes.core.train.PERSONAL_PRESETS)")
     ap.add_argument("--personal-iterations", type=parse_iterations, default=None,
                     help="head fine-tuning iterations (overrides the preset's)")
     ap.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import click
 
-from persaes.device import DEVICE_CHOICES
+from persaes.core.device import DEVICE_CHOICES
 
 T = TypeVar("T")
 

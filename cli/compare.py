@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
+from persaes.cli.common import device_option, progress, user_errors, warn
+from persaes.cli.retouch import fidelity_option, ops_option, parse_ops
 
-from cli.common import device_option, progress, user_errors, warn
-from cli.retouch import fidelity_option, ops_option, parse_ops
-from persaes.backbones import BackboneError
-from persaes.report import compare_folder
-from persaes.scorer import load_scorer
+from persaes.app.report import compare_folder
+from persaes.core.backbones import BackboneError
+from persaes.core.scorer import load_scorer
 from retouch.optimize import EditSettings
 
 

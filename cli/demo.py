@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import click
+from persaes.cli.common import StageProgress, device_option, progress, user_errors, warn
 
 import persaes
-from cli.common import StageProgress, device_option, progress, user_errors, warn
-from persaes.backbones import BackboneError
-from persaes.personalize import personalize
-from persaes.report import compare_folder
-from persaes.scorer import load_scorer
+from persaes.app.report import compare_folder
+from persaes.core.backbones import BackboneError
+from persaes.core.personalize import personalize
+from persaes.core.scorer import load_scorer
 from retouch.optimize import EditSettings
 
 EXAMPLES = Path(persaes.__file__).resolve().parents[1] / "examples"

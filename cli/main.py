@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import click
-
-from cli.compare import compare_cmd
-from cli.demo import demo_cmd
-from cli.personalize import personalize_cmd
-from cli.retouch import retouch_cmd, train_retoucher_cmd
-from cli.prefs import prefs
-from cli.score import score
+from persaes.cli.compare import compare_cmd
+from persaes.cli.demo import demo_cmd
+from persaes.cli.personalize import personalize_cmd
+from persaes.cli.prefs import prefs
+from persaes.cli.retouch import retouch_cmd, train_retoucher_cmd
+from persaes.cli.score import score
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,11 +7,11 @@ import sys
 from dataclasses import replace
 
 import click
+from persaes.cli.common import StageProgress, device_option, printable, user_errors, warn
 
-from cli.common import StageProgress, device_option, printable, user_errors, warn
-from persaes.backbones import BackboneError
-from persaes.personalize import MIN_REFERENCES, personalize
-from persaes.train import PERSONAL_PRESETS, parse_iterations
+from persaes.core.backbones import BackboneError
+from persaes.core.personalize import MIN_REFERENCES, personalize
+from persaes.core.train import PERSONAL_PRESETS, parse_iterations
 
 
 @click.command("personalize")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import webbrowser
 
 import click
+from persaes.cli.common import device_option, user_errors, warn
 
-from cli.common import device_option, user_errors, warn
-from persaes.collect import CollectSession, serve
+from persaes.app.collect import CollectSession, serve
 
 
 @click.group("prefs")
@@ -48,8 +48,8 @@ def collect(album: str, out: str, pairs: int, variants: bool, select: str, port:
     if select == "active":
         if variants:
             raise click.UsageError("--select active compares different photos; it does not apply with --variants")
-        from persaes.active import ActivePairs
-        from persaes.collect import album_photos
+        from persaes.app.collect import album_photos
+        from persaes.core.active import ActivePairs
 
         keys, files = album_photos(album)
         click.echo(f"features of {len(files)} photos for active questions (cached after the first run)", err=True)

@@ -6,15 +6,15 @@ import sys
 from pathlib import Path
 
 import click
+from persaes.cli.common import device_option, printable, progress, user_errors, warn
 
-from cli.common import device_option, printable, progress, user_errors, warn
-from persaes.aesthetic_loss import AestheticLoss
-from persaes.backbones import BackboneError
-from persaes.images import ImageError, iter_images, load_image
-from persaes.retouch_files import load_retouch_net, retouch_folder, save_retouch_net
-from persaes.retouch_training import EditPairs, fitted_pair
-from persaes.scorer import Scorer, load_scorer
-from persaes.variants import is_variant
+from persaes.app.retouch_folder import load_retouch_net, retouch_folder, save_retouch_net
+from persaes.app.retouch_training import EditPairs, fitted_pair
+from persaes.app.variants import is_variant
+from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.backbones import BackboneError
+from persaes.core.scorer import Scorer, load_scorer
+from persaes.io.images import ImageError, iter_images, load_image
 from retouch import OPS
 from retouch.optimize import EditSettings, train_retouch_net
 

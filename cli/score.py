@@ -6,12 +6,12 @@ import json
 import sys
 
 import click
+from persaes.cli.common import device_option, printable, progress, user_errors, warn
 
-from cli.common import device_option, printable, progress, user_errors, warn
-from persaes.backbones import BackboneError
-from persaes.checkpoint import CheckpointError
-from persaes.images import iter_images
-from persaes.scorer import load_scorer
+from persaes.core.backbones import BackboneError
+from persaes.core.scorer import load_scorer
+from persaes.io.checkpoint import CheckpointError
+from persaes.io.images import iter_images
 
 
 @click.command("score")

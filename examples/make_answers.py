@@ -2,7 +2,7 @@
 
     python examples/make_answers.py
 
-The user is ``persaes.simulate.TASTES["bright-and-vivid"]``: taste = mean luminance +
+The user is ``persaes.eval.simulate.TASTES["bright-and-vivid"]``: taste = mean luminance +
 colourfulness (Hasler–Süsstrunk), with Gaussian noise (std 0.02) on each answer. For each
 of the 24 photos in ``examples/album`` two random mild edits are written to
 ``examples/album/_variants/`` (the same place ``persaes prefs collect --variants`` puts
@@ -17,10 +17,10 @@ import random
 import shutil
 from pathlib import Path
 
-from persaes.images import iter_images, load_image
-from persaes.preferences import sample_pairs
-from persaes.simulate import TASTES
-from persaes.variants import VARIANTS_DIR, is_variant, write_variant
+from persaes.app.variants import VARIANTS_DIR, is_variant, write_variant
+from persaes.eval.simulate import TASTES
+from persaes.io.images import iter_images, load_image
+from persaes.io.preferences import sample_pairs
 
 HERE = Path(__file__).parent
 ALBUM = HERE / "album"

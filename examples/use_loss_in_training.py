@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from persaes import AestheticLoss
-from persaes.images import iter_images, load_image
-from persaes.model import resize_square
+from persaes.core.model import resize_square
+from persaes.io.images import iter_images, load_image
 
 
 class TinyEnhancer(nn.Module):

@@ -7,11 +7,11 @@ The main entry points::
     loss = AestheticLoss("me.safetensors")     # 10 − f(x), lower is better
 """
 
-from persaes.aesthetic_loss import AestheticLoss, aesthetic_loss
-from persaes.backbones import create_backbone, get_spec, list_backbones
-from persaes.losses import emd_loss, exp_pair_loss, hinge_pair_loss, logistic_pair_loss
-from persaes.personalize import personalize
-from persaes.scorer import Scorer, load_scorer
+from persaes.core.aesthetic_loss import AestheticLoss, aesthetic_loss
+from persaes.core.backbones import create_backbone, get_spec, list_backbones
+from persaes.core.losses import emd_loss, exp_pair_loss, hinge_pair_loss, logistic_pair_loss
+from persaes.core.personalize import personalize
+from persaes.core.scorer import Scorer, load_scorer
 
 __all__ = [
     "AestheticLoss",

@@ -135,6 +135,7 @@ class ExposureCurves(nn.Module):
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Scalar penalty: total variation of the curve-parameter grid + mean |curve parameter| +
         :data:`CHANNEL_SPREAD_WEIGHT` × :func:`channel_spread` (so the curves change tone, and colour only where the
-        loss gains more than that charge)."""
+        loss gains more than that charge).
+        """
         alpha = torch.tanh((dict(self.named_parameters()) if params is None else params)["raw"])
         return mean_total_variation(alpha, (2, 3)) + alpha.abs().mean() + CHANNEL_SPREAD_WEIGHT * channel_spread(alpha)

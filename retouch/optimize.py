@@ -67,7 +67,8 @@ class EditSettings:
 def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor, settings: EditSettings) -> Tensor:
     """``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the guards:
     ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)`` (means over
-    the batch). The guards hold however much the loss gains: no taste licenses clipping or casts."""
+    the batch). The guards hold however much the loss gains: no taste licenses clipping or casts.
+    """
     guards = (settings.clip_guard * new_clipping(edited, source).mean()
               + settings.neutral_guard * neutral_cast(edited, source).mean())
     return (loss_fn(edited) + settings.fidelity * (edited - source).abs().mean()
@@ -158,7 +159,7 @@ def train_retouch_net(pairs: Callable[[], Iterable[tuple[Tensor, Tensor]]],
     Args:
         pairs: called once per epoch, yields ``(inputs, targets)``, both B×3×h×w in ``[0, 1]``:
             photos and their edits fitted against a loss (e.g. pairs of
-            :func:`persaes.retouch_training.fitted_pair`).
+            :func:`persaes.app.retouch_training.fitted_pair`).
         ops: ops the network predicts.
         epochs: passes over ``pairs()``.
         lr: Adam learning rate.

@@ -33,8 +33,8 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def pretrained_model():
     """The default backbone with its shipped ImageNet weights and a fresh head."""
-    from persaes.backbones import create_backbone, get_spec
-    from persaes.model import AestheticModel, AttentionHead
+    from persaes.core.backbones import create_backbone, get_spec
+    from persaes.core.model import AestheticModel, AttentionHead
 
     spec = get_spec("efficientnet_lite2")
     torch.manual_seed(0)
@@ -44,8 +44,8 @@ def pretrained_model():
 @pytest.fixture(scope="session")
 def random_model():
     """The default backbone with random weights (layout and gradient tests)."""
-    from persaes.backbones import create_backbone, get_spec
-    from persaes.model import AestheticModel, AttentionHead
+    from persaes.core.backbones import create_backbone, get_spec
+    from persaes.core.model import AestheticModel, AttentionHead
 
     spec = get_spec("efficientnet_lite2")
     torch.manual_seed(0)
@@ -56,7 +56,7 @@ def random_model():
 def running() -> Callable[[object], AbstractContextManager]:
     """``with running(session) as server``: a preference-page server for a ``CollectSession``,
     on a free port in a thread for the block."""
-    from persaes.collect import serve
+    from persaes.app.collect import serve
 
     @contextmanager
     def run(session: object) -> Iterator[object]:

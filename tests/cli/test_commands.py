@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from cli.main import main
+from persaes.cli.main import main
 
 COMMANDS = [["score"], ["personalize"], ["retouch"], ["train-retoucher"], ["compare"], ["demo"], ["prefs", "collect"]]
 
@@ -61,7 +60,7 @@ def test_unreadable_preference_file(photos: list[Path], tmp_path: Path) -> None:
 
 
 def test_personalize_trains_exactly_the_iterations_asked_for(photos: list[Path], tmp_path: Path) -> None:
-    from persaes.scorer import load_scorer
+    from persaes.core.scorer import load_scorer
 
     album = tmp_path / "album"
     album.mkdir()
@@ -93,7 +92,7 @@ def test_retouch_refuses_out_equal_to_in(photos: list[Path], tmp_path: Path) -> 
 
 
 def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -> None:
-    from persaes.images import load_image
+    from persaes.io.images import load_image
 
     album = tmp_path / "album"
     album.mkdir()
@@ -113,8 +112,8 @@ def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -
 
 def _darkened(photos: list[Path], folder: Path) -> None:
     """Copies of `photos` in `folder`, 1.5 EV under-exposed."""
-    from persaes.images import load_image
-    from persaes.retouch_files import save_photo
+    from persaes.app.retouch_folder import save_photo
+    from persaes.io.images import load_image
     from retouch import expose
 
     for photo in photos:
@@ -122,7 +121,7 @@ def _darkened(photos: list[Path], folder: Path) -> None:
 
 
 def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], tmp_path: Path) -> None:
-    from persaes.scorer import resolve_weights
+    from persaes.core.scorer import resolve_weights
 
     album = tmp_path / "album"
     album.mkdir()
@@ -143,8 +142,8 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
 
 
 def test_compare_retouches_the_generic_column_further_for_the_personal_one(photos: list[Path], tmp_path: Path) -> None:
-    from persaes.retouch_files import TASTE_FIDELITY_SHARE
-    from persaes.scorer import resolve_weights
+    from persaes.app.retouch_folder import TASTE_FIDELITY_SHARE
+    from persaes.core.scorer import resolve_weights
     from retouch.optimize import EditSettings
 
     album = tmp_path / "album"
@@ -171,7 +170,7 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
 
     from safetensors import safe_open
 
-    from persaes.images import load_image
+    from persaes.io.images import load_image
 
     album = tmp_path / "album"
     album.mkdir()
@@ -238,8 +237,8 @@ def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) 
     assert len(parser.links) == 6
     assert all(not re.match(r"^[a-z]+://", link) and (out / "report" / link).is_file() for link in parser.links)
     assert "report of 2 photos" in result.stdout
-    from persaes.checkpoint import read_checkpoint
-    from persaes.train import PERSONAL_PRESETS
+    from persaes.core.train import PERSONAL_PRESETS
+    from persaes.io.checkpoint import read_checkpoint
 
     training = read_checkpoint(out / "profile.safetensors")[1]["training"]
     # the default personal stage, with strengths the example answers chose

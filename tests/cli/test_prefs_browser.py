@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from persaes.cli.main import main
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from cli.main import main
-from persaes.collect import CollectSession
+from persaes.app.collect import CollectSession
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -132,9 +132,11 @@ def test_collect_prints_the_url_and_ends_cleanly_on_ctrl_c(album: Path, tmp_path
 
     def browser_then_ctrl_c(url: str) -> None:
         def visit() -> None:
-            with urllib.request.urlopen(url, timeout=10) as page:
-                opened.append(page.status)
-            _thread.interrupt_main()
+            try:
+                with urllib.request.urlopen(url, timeout=60) as page:
+                    opened.append(page.status)
+            finally:  # a failed visit ends the server too: the test fails instead of hanging
+                _thread.interrupt_main()
 
         threading.Thread(target=visit, daemon=True).start()
 

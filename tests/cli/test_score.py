@@ -5,8 +5,7 @@ import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
-
-from cli.main import main
+from persaes.cli.main import main
 
 
 def test_score_folder_with_a_corrupt_file(photos: list[Path], tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ class Page:
 def collecting(album: Path, answers: Path, *extra: str) -> Iterator[Page]:
     """Start the command, wait for its URL line, kill it (SIGKILL) at the end if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import main; main(prog_name='persaes')", "prefs", "collect", str(album),
+        [sys.executable, "-c", "from persaes.cli.main import main; main(prog_name='persaes')", "prefs", "collect", str(album),
          "--out", str(answers), "--no-browser", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:

@@ -11,11 +11,10 @@ import pytest
 import reliability_files as rf
 import torch
 from click.testing import CliRunner, Result
+from persaes.cli.main import main
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from cli.main import main
 
 
 def invoke(*args: object) -> Result:

@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 import reliability_files as rf
 from click.testing import CliRunner, Result
+from persaes.cli.main import main
 from PIL import Image, ImageOps
 from safetensors import safe_open
-
-from cli.main import main
 
 GOOD_CASES = sorted(rf.GOOD)
 BAD_CASES = sorted(rf.BAD)
@@ -309,7 +308,7 @@ def test_a_fifo_named_jpg_is_skipped_in_folders_and_refused_by_name(tmp_path: Pa
 
 _PEAK = """
 import resource, sys
-from persaes.images import ImageError, open_rgb
+from persaes.io.images import ImageError, open_rgb
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     open_rgb(sys.argv[1])
@@ -337,7 +336,7 @@ def test_score_of_a_bomb_uses_no_more_memory_than_a_tiny_photo(tmp_path: Path) -
     for make in (rf.one_pixel, rf.png_bomb):
         path = make(tmp_path)
         code = ("import resource, subprocess, sys; "
-                f"subprocess.run([sys.executable, '-c', 'from cli.main import main; main()', 'score', {str(path)!r}, "
+                f"subprocess.run([sys.executable, '-c', 'from persaes.cli.main import main; main()', 'score', {str(path)!r}, "
                 "'--device', 'cpu']); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[2])

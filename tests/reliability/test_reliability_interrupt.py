@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import reliability_files as rf
 from click.testing import CliRunner
+from persaes.cli.main import main
 from PIL import Image
 
-from cli.main import main
-
 ROOT = Path(__file__).resolve().parents[2]
-RUN_CLI = "from cli.main import main; main(prog_name='persaes')"
+RUN_CLI = "from persaes.cli.main import main; main(prog_name='persaes')"
 HALF_WRITE = """
 import sys, time
 {patch}

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import reliability_files as rf
 from click.testing import CliRunner, Result
+from persaes.cli.main import main
 from PIL import Image
 from safetensors import safe_open
-
-from cli.main import main
 
 
 def invoke(*args: object) -> Result:

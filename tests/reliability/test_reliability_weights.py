@@ -17,14 +17,14 @@ import pytest
 import reliability_files as rf
 import torch
 from click.testing import CliRunner, Result
+from persaes.cli.main import main
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cli.main import main
-from persaes.backbones import get_spec
-from persaes.checkpoint import tensors_digest
-from persaes.model import AttentionHead
-from persaes.scorer import weights_dir
+from persaes.core.backbones import get_spec
+from persaes.core.model import AttentionHead
+from persaes.core.scorer import weights_dir
+from persaes.io.checkpoint import tensors_digest
 
 
 def invoke(*args: object) -> Result:
@@ -137,7 +137,7 @@ def head_of_another_backbone(folder: Path) -> Path:
 
 
 def retouch_model_as_profile(folder: Path) -> Path:
-    from persaes.retouch_files import save_retouch_net
+    from persaes.app.retouch_folder import save_retouch_net
     from retouch import RetouchNet
 
     return save_retouch_net(folder / "bad.safetensors", RetouchNet(("exposure",)), {})
@@ -238,7 +238,7 @@ def test_pickles_are_refused_without_running(album: Path, tmp_path: Path, kind: 
 
 
 def test_bad_retouching_models_are_refused_in_one_line(album: Path, tmp_path: Path) -> None:
-    from persaes.retouch_files import save_retouch_net
+    from persaes.app.retouch_folder import save_retouch_net
     from retouch import RetouchNet
 
     good = save_retouch_net(tmp_path / "net.safetensors", RetouchNet(("exposure",)), {})

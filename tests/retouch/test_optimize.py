@@ -60,7 +60,7 @@ def test_regularisers_hold_edits_back() -> None:
 
 
 def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
-    from persaes.images import load_image
+    from persaes.io.images import load_image
 
     photo = load_image(photos[1], max_side=128)[None] * 0.6  # Car1 darkened: grey road, white lines, room to brighten
 

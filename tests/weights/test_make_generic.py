@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
 
-from persaes.features import FeatureCache
-from persaes.model import distribution_to_score
-from persaes.scorer import load_scorer
-from weights.make_generic import edit_features
+from persaes.core.features import FeatureCache
+from persaes.core.model import distribution_to_score
+from persaes.core.scorer import load_scorer
+
+RECIPE = Path(__file__).resolve().parents[2] / "weights" / "recipes" / "make_generic.py"
+_spec = importlib.util.spec_from_file_location("make_generic", RECIPE)
+make_generic = importlib.util.module_from_spec(_spec)
+sys.modules["make_generic"] = make_generic
+_spec.loader.exec_module(make_generic)
+edit_features = make_generic.edit_features
 
 
 def test_edit_features_fit_the_generic_retouch_once_per_head(photos, tmp_path, monkeypatch) -> None:
@@ -28,7 +38,7 @@ def test_edit_features_fit_the_generic_retouch_once_per_head(photos, tmp_path, m
     def refuse(*args, **kwargs):
         raise AssertionError("a cached edit was fitted again")
 
-    monkeypatch.setattr("weights.make_generic.retouch_image", refuse)
+    monkeypatch.setattr("make_generic.retouch_image", refuse)
     again = edit_features(model, files, seed=0, cache=cache)
     assert torch.equal(again.z3, first.z3)
     with torch.no_grad():
@@ -39,6 +49,6 @@ def test_edit_features_fit_the_generic_retouch_once_per_head(photos, tmp_path, m
 
 
 def model_input(path):
-    from persaes.images import load_image
+    from persaes.io.images import load_image
 
     return load_image(path)[None]

@@ -1,0 +1,396 @@
+"""The two training stages of the method, on cached features (heads) or live images (full).
+
+* Generic stage (:func:`train_generic`): EMD between the head's distribution and the rated
+  references' histograms, optionally joined by a ranking objective on pairs (the quality
+  prior: an original beats its degraded versions).
+* Personal stage (:func:`train_personal`): a pairwise loss (hinge, margin 0.1, by default)
+  on the user's answered and inferred pairs; Adam with the learning rate halved every
+  ``halve_every`` iterations, as in the paper; optional pull toward the starting weights.
+
+Features come from a *source*: a function from a LongTensor of photo indices to
+``(Z1, Z2, pooled Z3)`` float32 tensors. :meth:`persaes.core.features.Features.take` is the
+cached source; :func:`live_source` runs the backbone (for ``--finetune-backbone``).
+
+Example::
+
+    >>> stats = train_personal(head, feats.take, pairs, PersonalSettings())   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from persaes.core.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
+from persaes.core.model import STATS, AestheticModel, AttentionHead, distribution_to_score
+from persaes.core.taste import TasteChoice, TastePart, choose_strength, expanded_pairs, fit_taste
+from persaes.io.atomic import atomic_path
+
+Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
+
+
+@dataclass
+class GenericSettings:
+    """Generic stage: the paper's 10 epochs at batch 32 (Adam).
+
+    ``pair_weight``, ``pair_margin`` and ``pair_content_grad`` shape the optional ranking term
+    on pairs (the quality prior); ``pair_content_grad`` is the share of that term's gradient
+    that reaches the head's content path (see :meth:`persaes.core.model.AttentionHead.forward`).
+    At 1 the pairs also reshape how photos are ranked by content, and held-out photos were
+    ranked by consensus beauty worse (benchmarks/README.md, restore).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    pair_weight: float = 1.0
+    pair_margin: float = 0.1
+    pair_content_grad: float = 0.5
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+SHIPPED_GENERIC = GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)
+"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/recipes/make_generic.py``): 40 epochs
+over the references, each going over all quality-prior pairs once, with a ranking term of weight 3
+and margin 0.5 (benchmarks/README.md, §2)."""
+
+
+@dataclass(frozen=True)
+class PersonalSettings:
+    """Personal stage: the profile's taste part, optionally after fine-tuning the head.
+
+    ``taste`` fits the profile's :class:`~persaes.core.taste.TastePart` on the answers (a pairwise
+    logistic model over style statistics and content features with the fine-tuned or generic
+    head as its offset); ``style_l2`` and ``content_l2`` fix its strengths, and ``None`` lets
+    k-fold cross-validation on the answers choose them (:func:`persaes.core.taste.choose_strength`).
+
+    ``iterations > 0`` first fine-tunes the head itself with the paper's pairwise loss (hinge,
+    margin 0.1), Adam with the learning rate halved every ``halve_every`` steps. ``anchor``
+    weighs an L2 pull of the trained parameters toward their starting values; ``layers`` is
+    ``"all"`` (the whole head) or ``"fc"`` (the final linear layer). ``iterations="auto"``
+    holds out a seeded fifth of the pairs and keeps the best of :data:`AUTO_CANDIDATES`.
+    ``epochs`` caps a set number of iterations at that many passes over the pairs
+    (``None``: no cap).
+    """
+
+    taste: bool = True
+    style_l2: float | None = None
+    content_l2: float | None = None
+    iterations: int | str = 0
+    epochs: float | None = None
+    batch_size: int = 32
+    lr: float = 3e-4
+    halve_every: int = 500
+    loss: str = "hinge"
+    margin: float = 0.1
+    anchor: float = 0.0
+    weight_decay: float = 0.0
+    layers: str = "all"
+
+    def as_dict(self) -> dict[str, float | str | bool | None]:
+        return asdict(self)
+
+
+PERSONAL_PRESETS: dict[str, PersonalSettings] = {
+    "taste": PersonalSettings(),
+    "paper": PersonalSettings(taste=False, iterations=100, epochs=10.0),
+}
+"""Named personal stages: ``taste`` (the default) fits the taste part with strengths chosen by
+cross-validation on the answers; ``paper`` is the paper's personal stage, the head fine-tuned
+with the hinge loss (at most 100 iterations and 10 passes over the pairs)."""
+
+
+AUTO_CANDIDATES = (0, 25, 50, 100, 200, 400)
+AUTO_HOLDOUT = 0.2
+#: Photos whose statistics set the quality branch's standardisation in :func:`train_generic`.
+STATS_SAMPLE = 2048
+
+
+def _pair_accuracy(head: AttentionHead, source: Source, pairs: Tensor) -> float:
+    """Share of ``pairs`` (M×2, the first preferred) that ``head`` scores in that order."""
+    head.eval()
+    with torch.no_grad():
+        photos, where = pairs.unique(return_inverse=True)
+        scores = distribution_to_score(head(*source(photos)))[where]
+    return float((scores[:, 0] > scores[:, 1]).float().mean())
+
+
+def choose_iterations(head: AttentionHead, source: Source, pairs: Tensor, settings: PersonalSettings,
+                      seed: int = 0) -> int:
+    """How many iterations to fine-tune on ``pairs``: the best held-out count of a trial run
+    (see :class:`PersonalSettings`); with fewer than 10 pairs, the middle candidate.
+    """
+    if len(pairs) < 10:
+        return AUTO_CANDIDATES[len(AUTO_CANDIDATES) // 2]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+    held = max(2, int(len(pairs) * AUTO_HOLDOUT))
+    trial = copy.deepcopy(head)
+    scores: dict[int, float] = {0: _pair_accuracy(trial, source, pairs[order[:held]])}
+
+    def check(step: int) -> None:
+        if step in AUTO_CANDIDATES:
+            scores[step] = _pair_accuracy(trial, source, pairs[order[:held]])
+            trial.train()
+
+    trial_settings = replace(settings, iterations=max(AUTO_CANDIDATES), epochs=None)
+    train_personal(trial, source, pairs[order[held:]], trial_settings, seed, on_step=check)
+    return max(AUTO_CANDIDATES, key=lambda c: (scores[c], -c))
+
+
+def parse_iterations(text: str | int) -> int | str:
+    """``"auto"`` or a positive whole number of iterations (for command-line options)."""
+    if text == "auto":
+        return "auto"
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"iterations must be 'auto' or a number >= 0, got {text!r}")
+    return value
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Tensor]:
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling generator of one epoch: each epoch's draws depend only on (seed, epoch), so
+    a run resumed from a saved epoch makes the same batches as one that never stopped.
+    """
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def save_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.Optimizer, epoch: int,
+                        history: list[float], fingerprint: dict[str, object]) -> None:
+    """Write the head, the optimiser's moments and the epochs done to ``path`` (safetensors + JSON), atomically."""
+    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"epoch": epoch, "history": history, "fingerprint": fingerprint}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"persaes_training": json.dumps(meta, sort_keys=True)})
+
+
+def load_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.Optimizer,
+                        fingerprint: dict[str, object]) -> tuple[int, list[float]]:
+    """Restore what :func:`save_training_state` wrote; returns ``(epochs done, history)``.
+
+    Raises:
+        ValueError: the state belongs to another run (settings, seed or data differ) or is unreadable.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})["persaes_training"])
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the file's
+        raise ValueError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from None
+    if meta.get("fingerprint") != json.loads(json.dumps(fingerprint, sort_keys=True)):
+        raise ValueError(f"{path}: training state of another run (settings, seed or data differ); "
+                         "remove it or drop --resume")
+    head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+    state = optimizer.state_dict()
+    moments: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            moments.setdefault(int(index), {})[key] = value
+    state["state"] = moments
+    optimizer.load_state_dict(state)
+    return int(meta["epoch"]), list(meta["history"])
+
+
+def train_generic(
+    head: AttentionHead,
+    source: Source,
+    hists: Tensor,
+    settings: GenericSettings,
+    seed: int = 0,
+    pairs: Tensor | None = None,
+    rated: Tensor | None = None,
+    state_path: Path | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+    standardize: bool = True,
+) -> list[float]:
+    """Train ``head`` with EMD on rated photos (and a ranking term on ``pairs``) in place.
+
+    Args:
+        head: the head to train.
+        source: indices → features.
+        hists: N×10 target histograms (rows of unrated photos are ignored).
+        settings: epochs, batch size, learning rate.
+        seed: fixes shuffling and dropout.
+        pairs: optional M×2 indices ``(preferred, other)`` into the same photos; each epoch
+            goes over all of them once, spread over its steps.
+        rated: indices of the photos that have histograms (default: all N).
+        state_path: where to keep the training state after every epoch; a run given the path
+            of an earlier, interrupted run of the same settings, seed and data resumes from its
+            last epoch and ends with the same weights as an uninterrupted run.
+        on_epoch: called with (epochs done, mean loss) after each epoch.
+        standardize: set the quality branch's input standardisation first, from the statistics
+            of up to :data:`STATS_SAMPLE` of the photos (``False`` keeps the head's own, as a
+            head trained further must).
+
+    Returns:
+        The mean loss of each epoch.
+    """
+    rated = torch.arange(hists.shape[0]) if rated is None else rated
+    photos = rated if pairs is None else torch.cat([rated, pairs.reshape(-1)]).unique()
+    sample = photos[torch.randperm(len(photos), generator=_epoch_generator(seed, -1))[:STATS_SAMPLE]]
+    if standardize and len(sample) >= 2:
+        head.standardize_stats(source(sample)[3].cpu())
+    steps = max(1, -(-len(rated) // settings.batch_size))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    device = next(head.parameters()).device
+    n_pairs = 0 if pairs is None else len(pairs)
+    fingerprint = {"settings": settings.as_dict(), "seed": seed, "rated": len(rated), "pairs": n_pairs,
+                   "photos": int(hists.shape[0]), "quality_width": head.quality_width}
+    done, history = 0, []
+    if state_path is not None and state_path.is_file():
+        done, history = load_training_state(state_path, head, optimizer, fingerprint)
+    head.train()
+    for epoch in range(done, settings.epochs):
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout
+        generator = _epoch_generator(seed, epoch)
+        rated_order = rated[torch.randperm(len(rated), generator=generator)]
+        rated_order = torch.cat([rated_order, rated_order])[: steps * settings.batch_size].split(settings.batch_size)
+        pair_order = torch.randperm(n_pairs, generator=generator).tensor_split(steps) if n_pairs else None
+        total = 0.0
+        for step in range(steps):
+            index = rated_order[step]
+            loss = emd_loss(head(*source(index)), hists[index].to(device))
+            if pair_order is not None and len(pair_order[step]):
+                batch = pairs[pair_order[step]]
+                distributions = head(*source(batch.reshape(-1)), content_grad=settings.pair_content_grad)
+                scores = distribution_to_score(distributions).reshape(-1, 2)
+                loss = loss + settings.pair_weight * hinge_pair_loss(scores[:, 0], scores[:, 1], settings.pair_margin)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        history.append(total / steps)
+        if state_path is not None:
+            save_training_state(state_path, head, optimizer, epoch + 1, history, fingerprint)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
+    head.eval()
+    return history
+
+
+def train_personal(
+    head: AttentionHead,
+    source: Source,
+    pairs: Tensor,
+    settings: PersonalSettings,
+    seed: int = 0,
+    extra_params: Iterable[nn.Parameter] = (),
+    on_step: Callable[[int], None] | None = None,
+) -> list[float]:
+    """Fine-tune on preference pairs ``pairs`` (M×2 indices, the first preferred) in place.
+
+    Args:
+        head: the head to fine-tune.
+        source: indices → features.
+        pairs: M×2 LongTensor of photo indices.
+        settings: see :class:`PersonalSettings`.
+        seed: fixes sampling and dropout.
+        extra_params: further parameters to train (the backbone's, for a full fine-tune).
+        on_step: called with the number of iterations done after each one.
+
+    Returns:
+        The loss at each iteration.
+    """
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+        raise ValueError(f"pairs must be a non-empty M×2 index tensor, got shape {tuple(pairs.shape)}")
+    if settings.loss not in PAIR_LOSSES:
+        raise ValueError(f"unknown pairwise loss {settings.loss!r}; known: {', '.join(PAIR_LOSSES)}")
+    if settings.iterations == "auto":
+        settings = replace(settings, iterations=choose_iterations(head, source, pairs, settings, seed))
+    elif settings.epochs is not None:
+        cap = math.ceil(settings.epochs * len(pairs) / settings.batch_size)
+        settings = replace(settings, iterations=min(int(settings.iterations), cap))
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    if settings.layers not in ("all", "fc"):
+        raise ValueError(f"layers must be 'all' or 'fc', got {settings.layers!r}")
+    trained = head.fc.parameters() if settings.layers == "fc" else head.parameters()
+    params = [*trained, *extra_params]
+    start = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.halve_every, gamma=0.5)
+    pair_loss = PAIR_LOSSES[settings.loss]
+    kwargs = {"margin": settings.margin} if settings.loss == "hinge" else {}
+    batches = _batches(len(pairs), settings.batch_size, generator)
+    head.train()
+    history = []
+    for step in range(1, int(settings.iterations) + 1):
+        photos, where = pairs[next(batches)].unique(return_inverse=True)
+        scores = distribution_to_score(head(*source(photos)))[where]
+        loss = pair_loss(scores[:, 0], scores[:, 1], **kwargs)
+        if settings.anchor > 0:
+            loss = loss + settings.anchor * sum(((p - s) ** 2).sum() for p, s in zip(params, start))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step)
+    head.eval()
+    return history
+
+
+@torch.no_grad()
+def train_taste(head: AttentionHead, source: Source, answered: Tensor, settings: PersonalSettings,
+                seed: int = 0) -> TasteChoice:
+    """Fit ``head``'s taste part on answered pairs (M×2 indices, the first preferred), in place.
+
+    The strengths not fixed by ``settings`` are chosen by cross-validation on the answers; the
+    fit itself uses the answers and their one-step transitive pairs. The head's logits (with
+    whatever fine-tuning it had) are the offset; the content features are centred on the
+    answered photos and divided by their root-mean-square deviation.
+    """
+    if answered.ndim != 2 or answered.shape[1] != 2 or len(answered) == 0:
+        raise ValueError(f"answered must be a non-empty M×2 index tensor, got shape {tuple(answered.shape)}")
+    head.eval()
+    head.taste = None
+    photos, where = answered.unique(return_inverse=True)
+    z1, z2, z3, stats, thumb = source(photos)
+    logits = head.logits(z1, z2, z3, stats, thumb).float().cpu()
+    part = TastePart(STATS, z3.shape[1])
+    part.content_mean.copy_(z3.mean(0))
+    # one scale for all channels: per-channel deviations of a few dozen photos are too noisy to divide by
+    part.content_scale.fill_(float(z3.std(0).pow(2).mean().sqrt().clamp_min(1e-3)) if len(z3) > 1 else 1.0)
+    style = head.standardized_stats(stats).float().cpu()
+    content = part.content_features(z3).float().cpu()
+    rows = where.view(-1, 2).cpu()
+    style_grid = None if settings.style_l2 is None else (settings.style_l2,)
+    content_grid = None if settings.content_l2 is None else (settings.content_l2,)
+    choice = choose_strength(logits, style, content, rows, seed, style_grid, content_grid)
+    fitted = fit_taste(logits, style, content, expanded_pairs(rows), choice.style_l2, choice.content_l2)
+    part.style.copy_(fitted.style)
+    part.content.copy_(fitted.content)
+    head.taste = part.to(z3.device)
+    return choice
+
+
+def live_source(model: AestheticModel, images: Tensor) -> Source:
+    """A source that runs the backbone on ``images`` (N×3×H×W in ``[0, 1]``) at every step."""
+    device = next(model.parameters()).device
+
+    def source(index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return model.features(images[index].to(device))
+
+    return source

@@ -1,0 +1,1 @@
+"""Evaluation: the benchmark protocol's splits and metrics, simulated users with known tastes."""

@@ -1,0 +1,1 @@
+"""Files: images, atomic writes, weights and profile files, rated references, preference answers."""

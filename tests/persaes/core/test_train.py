@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persaes.core.features import Features
+from persaes.core.losses import emd_loss
+from persaes.core.model import STATS, THUMB, AttentionHead, distribution_to_score
+from persaes.core.train import GenericSettings, PersonalSettings, train_generic, train_personal
+
+
+def _feats(n: int, seed: int = 0) -> Features:
+    """Random backbone features; the image statistics and thumbnails are all equal, so only the features can
+    explain a target."""
+    g = torch.Generator().manual_seed(seed)
+    return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g), torch.randn(n, 8, generator=g),
+                    torch.zeros(n, STATS), torch.full((n, 3, THUMB, THUMB), 0.5))
+
+
+def test_generic_stage_fits_histograms() -> None:
+    feats = _feats(64)
+    target = torch.softmax(3 * feats.z3[:, :1] * torch.linspace(-1, 1, 10), dim=1)
+    head = AttentionHead((4, 6, 8), hidden=4, dropout=0.0)
+    with torch.no_grad():
+        before = float(emd_loss(head(*feats.take(range(64))), target))
+    history = train_generic(head, feats.take, target, GenericSettings(epochs=40, lr=1e-2), seed=0)
+    with torch.no_grad():
+        after = float(emd_loss(head(*feats.take(range(64))), target))
+    assert after < 0.5 * before and history[-1] < history[0]
+
+
+def test_generic_stage_learns_pairs_and_resumes_to_the_same_weights(tmp_path) -> None:
+    feats = _feats(48, seed=4)
+    # photos 32..47 are "processed" copies of 0..15: brighter (their luma statistics), same backbone features
+    for t in (feats.z1, feats.z2, feats.z3, feats.thumb):
+        t[32:] = t[:16]
+    feats.stats[:, :2] = torch.rand(48, 2, generator=torch.Generator().manual_seed(5))
+    feats.stats[32:, 0] = feats.stats[:16, 0] + 0.3
+    target = torch.softmax(2 * feats.z3[:32, :1] * torch.linspace(-1, 1, 10), dim=1)
+    hists = torch.cat([target, torch.zeros(16, 10)])
+    pairs = torch.stack([torch.arange(16), torch.arange(32, 48)], dim=1)
+    settings = GenericSettings(epochs=6, lr=1e-2, pair_weight=3.0, pair_margin=0.3)
+
+    def run(state=None, stop_after: int | None = None, epochs: int = settings.epochs) -> AttentionHead:
+        def on_epoch(epoch: int, loss: float) -> None:
+            if epoch == stop_after:
+                raise KeyboardInterrupt  # the job is killed after writing this epoch's state
+
+        head = AttentionHead((4, 6, 8), hidden=4)
+        head.load_state_dict(start)
+        try:
+            train_generic(head, feats.take, hists, GenericSettings(**{**settings.as_dict(), "epochs": epochs}), seed=3,
+                          pairs=pairs, rated=torch.arange(32), state_path=state, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            pass
+        return head
+
+    torch.manual_seed(0)
+    start = AttentionHead((4, 6, 8), hidden=4).state_dict()
+    whole = run()
+    with torch.no_grad():
+        scores = distribution_to_score(whole(*feats.take(range(48))))
+    assert bool((scores[:16] > scores[32:]).all())  # the originals win their pairs
+    state = tmp_path / "state.safetensors"
+    run(state, stop_after=2)
+    resumed = run(state)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    with pytest.raises(ValueError, match="another run"):
+        run(state, epochs=9)
+    with pytest.raises(ValueError, match="another run"):  # a head of another design
+        train_generic(AttentionHead((4, 6, 8), hidden=4, quality_width=2), feats.take, hists, settings, seed=3,
+                      pairs=pairs, rated=torch.arange(32), state_path=state)
+
+
+def test_personal_stage_learns_an_ordering_and_anchor_holds_it_back() -> None:
+    torch.manual_seed(0)
+    feats = _feats(40, seed=1)
+    truth = feats.z3[:, 0]
+    pairs = torch.tensor([[i, j] if truth[i] > truth[j] else [j, i] for i in range(20) for j in range(i + 1, 20)])
+    held = [(i, j) for i in range(20, 40) for j in range(i + 1, 40) if truth[i] != truth[j]]
+
+    def accuracy(head: AttentionHead) -> float:
+        with torch.no_grad():
+            s = distribution_to_score(head(*feats.take(range(40))))
+        return sum(float((s[i] > s[j]) == (truth[i] > truth[j])) for i, j in held) / len(held)
+
+    free = AttentionHead((4, 6, 8), hidden=4)
+    start = accuracy(free)
+    initial = [p.detach().clone() for p in free.parameters()]
+    anchored = AttentionHead((4, 6, 8), hidden=4)
+    anchored.load_state_dict(free.state_dict())
+    losses = train_personal(free, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2, epochs=None), seed=0)
+    train_personal(anchored, feats.take, pairs, PersonalSettings(iterations=200, lr=1e-2, anchor=100.0, epochs=None),
+                   seed=0)
+    assert accuracy(free) > 0.85 and accuracy(free) > start and losses[-1] < losses[0]
+
+    def drift(head: AttentionHead) -> float:
+        return sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(head.parameters(), initial))
+
+    assert 0 < drift(anchored) < 0.5 * drift(free)
+
+
+def test_epochs_cap_the_fine_tune_by_the_number_of_pairs() -> None:
+    feats = _feats(40, seed=3)
+    every = torch.tensor([[i, j] for i in range(40) for j in range(40) if i != j])  # 1560 pairs
+
+    def iterations(n_pairs: int, **settings: float | None) -> int:
+        head = AttentionHead((4, 6, 8), hidden=4)
+        return len(train_personal(head, feats.take, every[:n_pairs], PersonalSettings(iterations=100, **settings)))
+
+    assert iterations(45, epochs=10.0) == 15  # ceil(10 · 45 / 32)
+    assert iterations(45, epochs=2.5) == 4  # ceil(2.5 · 45 / 32)
+    assert iterations(1560, epochs=10.0) == 100  # the iteration count is the tighter cap
+    assert iterations(45, epochs=None) == 100
+
+
+def test_auto_iterations_follow_held_out_answers() -> None:
+    from persaes.core.train import AUTO_HOLDOUT, choose_iterations
+
+    feats = _feats(40, seed=2)
+    truth = feats.z3[:, 0]
+    consistent = torch.tensor([[i, j] if truth[i] > truth[j] else [j, i] for i in range(40) for j in range(i + 1, 40)])
+    # The same pairs, but those that choose_iterations holds out (seeded) contradict the rest.
+    order = torch.randperm(len(consistent), generator=torch.Generator().manual_seed(0))
+    held = order[: int(len(consistent) * AUTO_HOLDOUT)]
+    misleading = consistent.clone()
+    misleading[held] = consistent[held].flip(1)
+    settings = PersonalSettings(iterations="auto", lr=1e-3)
+    torch.manual_seed(0)
+    head = AttentionHead((4, 6, 8), hidden=4)
+    long = choose_iterations(head, feats.take, consistent, settings, seed=0)
+    assert long >= 100
+    assert choose_iterations(head, feats.take, misleading, settings, seed=0) == 0
+    losses = train_personal(head, feats.take, consistent, settings, seed=0)
+    assert len(losses) == long  # "auto" then trains the chosen count on all pairs
