@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             base = scorer.score([p[0] for p in photos])
             edited = {name: scorer.score([edit(p)[0] for p in photos]) for name, edit in edits.items()}
             results[label] = {name: round(float((s - base).mean()), 3) for name, s in edited.items()}
-            results[label]["brighter beats darker"] = round(float((edited["+0.4 EV"] > edited["-0.4 EV"]).float().mean()), 3)
+            brighter_wins = (edited["+0.4 EV"] > edited["-0.4 EV"]).float().mean()
+            results[label]["brighter beats darker"] = round(float(brighter_wins), 3)
     print("| scorer | " + " | ".join(next(iter(results.values()))) + " |")
     print("|---|" + "---|" * len(next(iter(results.values()))))
     for label, row in results.items():

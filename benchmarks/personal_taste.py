@@ -46,8 +46,8 @@ from persaes.core.model import AestheticModel, AttentionHead, distribution_to_sc
 from persaes.core.personalize import MIN_REFERENCES, generic_stage, personal_stage
 from persaes.core.train import PERSONAL_PRESETS, GenericSettings, parse_iterations
 from persaes.eval.protocol import draw_pairs, pairwise_accuracy, spearman, split_ratings
-from persaes.io.preferences import expand_transitive
-from persaes.io.references import read_ratings_csv
+from persaes.io.preferences import ExpandResult, expand_transitive
+from persaes.io.references import ReferenceSet, read_ratings_csv
 
 METHODS = ("full", "paper", "generic", "consensus", "ranksvm", "linear", "paper-knn", "exp", "logistic",
            "no-attention", "no-pretraining")
@@ -180,7 +180,7 @@ def head_scores(head: AttentionHead, feats: Features, rows: list[int]) -> Tensor
 
 def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float, float]]]], int]:
     """All methods on all splits of one participant: {method: {x: [(ρ, accuracy), ...]}}, skipped splits."""
-    args, methods, xs, scale, device, generic_settings, personal_settings, people, images_csv, ids, feats, channels = _CTX
+    args, methods, xs, scale, _, _, _, people, images_csv, _, feats, _ = _CTX
     results: dict[str, dict[int, list[tuple[float, float]]]] = {m: defaultdict(list) for m in methods}
     skipped = 0
     ratings = {k: v for k, v in people[pid].items() if k in feats["pretrained"][1]}
@@ -194,60 +194,94 @@ def evaluate_participant(pid: str) -> tuple[dict[str, dict[int, list[tuple[float
             if float(truth.std()) == 0:
                 skipped += 1
                 continue
-            pairs = draw_pairs(ratings, train, PAIRS_PER_USER, seed)
-            expansion = expand_transitive(pairs)
-            train_pairs = expansion.answered + expansion.inferred
-            test_set = set(test)
-            ref_ids = [i for i in refs.ids if i not in test_set]
-            ref_pos = {i: j for j, i in enumerate(refs.ids)}
-            hists = refs.hists[[ref_pos[i] for i in ref_ids]]
-            scores: dict[str, Tensor] = {}
-
-            def run(kind: str, attention: bool, losses: list[str], generic_name: str | None,
-                    min_references: int = args.min_references) -> None:
-                table, row = feats[kind]
-                ref_feats = table.rows([row[i] for i in ref_ids])
-                torch.manual_seed(seed)
-                head = AttentionHead(channels, attention=attention).to(device)
-                generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,
-                              generic_settings, seed, device, min_references)
-                test_rows = [row[i] for i in test]
-                if generic_name:
-                    scores[generic_name] = head_scores(head, table, test_rows)
-                if expansion.answered:
-                    index = torch.tensor([[row[a], row[b]] for a, b in expansion.answered])
-                    for name, settings in losses:
-                        tuned = copy.deepcopy(head)
-                        personal_stage(tuned, table, index, settings, seed, device)
-                        scores[name] = head_scores(tuned, table, test_rows)
-
-            pretrained_losses = [(m, personal_settings[args.personal] if m == "full" else
-                                  replace(personal_settings["paper"], loss={"paper": "hinge"}.get(m, m)))
-                                 for m in ("full", "paper", "exp", "logistic") if m in methods]
-            if pretrained_losses or "generic" in methods:
-                run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
-            if "paper-knn" in methods:
-                run("pretrained", True, [("paper-knn", personal_settings[args.personal])], None, min_references=0)
-            if "no-attention" in methods:
-                run("pretrained", False, [("no-attention", personal_settings[args.personal])], None)
-            if "no-pretraining" in methods:
-                run("random", True, [("no-pretraining", personal_settings[args.personal])], None)
-            if "consensus" in methods:
-                scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
-            if "linear" in methods:
-                row = feats["probe_rows"]
-                ref_scores = torch.tensor([consensus[i] for i in ref_ids])
-                index = torch.tensor([[row[a], row[b]] for a, b in train_pairs]) if train_pairs else None
-                scores["linear"] = linear_probe(feats["probe"], [row[i] for i in ref_ids], ref_scores,
-                                                [row[i] for i in train], [row[i] for i in test], index,
-                                                args.linear_l2)
-            if "ranksvm" in methods and train_pairs:
-                table, row = feats["pretrained"]
-                w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
-                scores["ranksvm"] = torch.nn.functional.normalize(table.z3[[row[i] for i in test]].float(), dim=1) @ w
-            for name, pred in scores.items():
+            for name, pred in split_scores(ratings, refs, consensus, train, test, seed).items():
                 results[name][x].append((spearman(pred, truth), pairwise_accuracy(pred, truth)))
     return results, skipped
+
+
+def split_scores(ratings: dict[str, float], refs: ReferenceSet, consensus: dict[str, float], train: list[str],
+                 test: list[str], seed: int) -> dict[str, Tensor]:
+    """Every method's scores of one split's ``test`` photos: the head methods first, then the baselines.
+
+    The training pairs are drawn from ``train`` and expanded by one-step transitivity; the references are
+    every photo of ``refs`` outside ``test``.
+    """
+    pairs = draw_pairs(ratings, train, PAIRS_PER_USER, seed)
+    expansion = expand_transitive(pairs)
+    test_set = set(test)
+    ref_ids = [i for i in refs.ids if i not in test_set]
+    ref_pos = {i: j for j, i in enumerate(refs.ids)}
+    hists = refs.hists[[ref_pos[i] for i in ref_ids]]
+    scores = head_method_scores(expansion, ref_ids, hists, train, test, seed)
+    scores.update(baseline_scores(expansion.answered + expansion.inferred, consensus, ref_ids, train, test))
+    return scores
+
+
+def head_method_scores(expansion: ExpandResult, ref_ids: list[str], hists: Tensor, train: list[str],
+                       test: list[str], seed: int) -> dict[str, Tensor]:
+    """The scores of the methods that train an :class:`AttentionHead` (generic stage, then personal stage).
+
+    ``expansion.answered`` are the pairs the personal stage fine-tunes on; ``hists`` are the rating
+    histograms of ``ref_ids``.
+    """
+    args, methods, _, _, device, generic_settings, personal_settings, _, _, _, feats, channels = _CTX
+    scores: dict[str, Tensor] = {}
+
+    def run(kind: str, attention: bool, losses: list[str], generic_name: str | None,
+            min_references: int = args.min_references) -> None:
+        table, row = feats[kind]
+        ref_feats = table.rows([row[i] for i in ref_ids])
+        torch.manual_seed(seed)
+        head = AttentionHead(channels, attention=attention).to(device)
+        generic_stage(head, ref_feats, hists, table.z3[[row[i] for i in train]].float(), args.k,
+                      generic_settings, seed, device, min_references)
+        test_rows = [row[i] for i in test]
+        if generic_name:
+            scores[generic_name] = head_scores(head, table, test_rows)
+        if expansion.answered:
+            index = torch.tensor([[row[a], row[b]] for a, b in expansion.answered])
+            for name, settings in losses:
+                tuned = copy.deepcopy(head)
+                personal_stage(tuned, table, index, settings, seed, device)
+                scores[name] = head_scores(tuned, table, test_rows)
+
+    pretrained_losses = [(m, personal_settings[args.personal] if m == "full" else
+                          replace(personal_settings["paper"], loss={"paper": "hinge"}.get(m, m)))
+                         for m in ("full", "paper", "exp", "logistic") if m in methods]
+    if pretrained_losses or "generic" in methods:
+        run("pretrained", True, pretrained_losses, "generic" if "generic" in methods else None)
+    if "paper-knn" in methods:
+        run("pretrained", True, [("paper-knn", personal_settings[args.personal])], None, min_references=0)
+    if "no-attention" in methods:
+        run("pretrained", False, [("no-attention", personal_settings[args.personal])], None)
+    if "no-pretraining" in methods:
+        run("random", True, [("no-pretraining", personal_settings[args.personal])], None)
+    return scores
+
+
+def baseline_scores(train_pairs: list[tuple[str, str]], consensus: dict[str, float], ref_ids: list[str],
+                    train: list[str], test: list[str]) -> dict[str, Tensor]:
+    """The scores of the baselines that train no head: ``consensus``, ``linear`` and ``ranksvm``.
+
+    ``train_pairs`` are the drawn pairs with their transitive expansion (winner first); ``consensus`` maps
+    each reference photo to the other participants' mean score.
+    """
+    args, methods, _, _, _, _, _, _, _, _, feats, _ = _CTX
+    scores: dict[str, Tensor] = {}
+    if "consensus" in methods:
+        scores["consensus"] = torch.tensor([consensus.get(i, math.nan) for i in test])
+    if "linear" in methods:
+        row = feats["probe_rows"]
+        ref_scores = torch.tensor([consensus[i] for i in ref_ids])
+        index = torch.tensor([[row[a], row[b]] for a, b in train_pairs]) if train_pairs else None
+        scores["linear"] = linear_probe(feats["probe"], [row[i] for i in ref_ids], ref_scores,
+                                        [row[i] for i in train], [row[i] for i in test], index,
+                                        args.linear_l2)
+    if "ranksvm" in methods and train_pairs:
+        table, row = feats["pretrained"]
+        w = rank_svm(table.z3, torch.tensor([[row[a], row[b]] for a, b in train_pairs]))
+        scores["ranksvm"] = torch.nn.functional.normalize(table.z3[[row[i] for i in test]].float(), dim=1) @ w
+    return scores
 
 
 _CTX: tuple = ()
@@ -316,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = eligible[: args.participants] if args.participants else eligible
     ids = sorted(files)
 
-    feats = {"pretrained": all_features(args.data, ids, files, args.backbone, "pretrained", device, args.cache, args.seed)}
+    feats = {"pretrained": all_features(args.data, ids, files, args.backbone, "pretrained", device, args.cache,
+                                        args.seed)}
     if "no-pretraining" in methods:
         feats["random"] = all_features(args.data, ids, files, args.backbone, "random", device, args.cache, args.seed)
     if "linear" in methods:
@@ -368,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         "participants_skipped": skipped,
         "seconds": round(time.time() - started, 1),
         "command": " ".join(["python", "benchmarks/personal_taste.py", *(argv if argv is not None else sys.argv[1:])]),
-        "settings": {"generic": generic_settings.as_dict(), "personal": {n: s.as_dict() for n, s in personal_settings.items()}, "k": args.k,
+        "settings": {"generic": generic_settings.as_dict(),
+                     "personal": {n: s.as_dict() for n, s in personal_settings.items()}, "k": args.k,
                      "min_references": args.min_references,
                      "backbone": args.backbone, "repeats": args.repeats, "seed": args.seed},
     }

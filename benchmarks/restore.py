@@ -34,14 +34,15 @@ from pathlib import Path
 
 import torch
 
-from persaes.app.retouch_folder import retouch_image
 from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.retouching import retouch_image
 from persaes.core.scorer import load_scorer
 from persaes.eval.protocol import heldout_photos
 from persaes.io.images import load_image
 from retouch import (
     DEGRADATIONS,
     LEVELS,
+    OPS,
     OVER_PROCESSING,
     auto_gamma,
     clipped_share,
@@ -59,8 +60,6 @@ from retouch.optimize import EditSettings
 OP_FOR = {"under": "exposure", "over": "exposure", "color": "color", "haze": "dehaze"}
 BASELINE_FOR = {"under": auto_gamma, "over": auto_gamma, "color": gray_world, "haze": dark_channel_dehaze}
 
-
-ALL_OPS = ("exposure", "color", "dehaze")
 #: The over-processing rows of (a): ``kind/level``.
 OVER_KINDS = tuple(f"{kind}/{level}" for kind in OVER_PROCESSING for level in LEVELS)
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, kind in enumerate(versions):
             wins[kind].append(float(scores[0] > scores[k + 1]))
         if n < args.photos:
-            retouched = retouch_image(image, loss, ALL_OPS, EditSettings(steps=args.steps), seed=args.seed)
+            retouched = retouch_image(image, loss, OPS, EditSettings(steps=args.steps), seed=args.seed)
             before, after = scorer.score([image[0], retouched[0]]).tolist()
             clean.append(clean_row(image, retouched, after - before))
             versions = {kind: versions[kind] for kind in DEGRADATIONS}
@@ -127,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 outputs = {
                     "degraded": bad,
                     "baseline": BASELINE_FOR[kind](bad),
-                    "persaes": retouch_image(bad, loss, (OP_FOR[kind],), EditSettings(steps=args.steps), seed=args.seed),
+                    "persaes": retouch_image(bad, loss, (OP_FOR[kind],), EditSettings(steps=args.steps),
+                                             seed=args.seed),
                 }
                 for label, out in outputs.items():
                     metrics[kind].setdefault(f"psnr_{label}", []).append(float(psnr(out, image)[0]))
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for kind in DEGRADATIONS:
         r = result["restoration"][kind]
-        cells = " | ".join(f"{r.get(f'{m}_{l}', float('nan')):.3f}" for m in ("psnr", "ssim")
-                           for l in ("degraded", "baseline", "persaes"))
+        cells = " | ".join(f"{r.get(f'{m}_{label}', float('nan')):.3f}" for m in ("psnr", "ssim")
+                           for label in ("degraded", "baseline", "persaes"))
         print(f"| {kind} | {result['preference_accuracy'][kind]:.3f} | {OP_FOR[kind]} | {cells} |")
     print("\n| over-processing (a) | prefers original |\n|---|---|")
     for kind in OVER_KINDS:
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {len(clean)} photos | {c['mean']['psnr']:.2f} / {c['median_psnr']:.2f} / {c['min_psnr']:.2f} "
           f"| {c['mean']['delta_e']:.2f} | {c['mean']['score_gain']:+.3f} "
           f"| {c['mean']['clipped_pp']:+.2f} / {c['max_clipped_pp']:+.2f} | {c['mean']['neutral_chroma']:.2f} |")
-    print(f"\n{result['photos_a']} held-out photos for (a), {result['photos_b']} for (b) and (c); {result['seconds']} s")
+    print(f"\n{result['photos_a']} held-out photos for (a), {result['photos_b']} for (b) and (c); "
+          f"{result['seconds']} s")
     return 0
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from persaes.app.retouch_folder import retouch_image
 from persaes.app.retouch_training import EditPairs, fitted_pair
 from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.retouching import retouch_image
 from persaes.core.scorer import load_scorer
 from persaes.eval.protocol import heldout_photos
 from persaes.io.images import load_image
-from retouch import psnr
+from retouch import OPS, psnr
 from retouch.optimize import EditSettings, train_retouch_net
 
 TEST_PHOTOS_OF_OTHER_BENCHMARKS = 48
@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     scorer = load_scorer(args.scorer, device=args.device)
     loss = AestheticLoss(scorer)
-    ops = ("exposure", "color", "dehaze")
     settings = EditSettings()
     names = heldout_photos(args.data / "images.csv")
     train = names[TEST_PHOTOS_OF_OTHER_BENCHMARKS:TEST_PHOTOS_OF_OTHER_BENCHMARKS + args.train_photos]
@@ -63,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = EditPairs()
     for n, name in enumerate(train):
-        pairs.add(*fitted_pair(photo(name), loss, ops, settings, args.size, seed=args.seed))
+        pairs.add(*fitted_pair(photo(name), loss, OPS, settings, args.size, seed=args.seed))
         print(f"[fit {n + 1}/{len(train)}] {name} ({time.time() - started:.0f} s)", file=sys.stderr)
     fitted_at = time.time()
-    net = train_retouch_net(pairs.batches(8, args.seed), ops, args.epochs, seed=args.seed, device=scorer.device)
+    net = train_retouch_net(pairs.batches(8, args.seed), OPS, args.epochs, seed=args.seed, device=scorer.device)
     trained_at = time.time()
 
     rows: dict[str, list[float]] = {}
     for name in names[:args.test_photos]:
         image = photo(name)
         tick = time.time()
-        fitted = retouch_image(image, loss, ops, settings, seed=args.seed)
+        fitted = retouch_image(image, loss, OPS, settings, seed=args.seed)
         tock = time.time()
         with torch.no_grad():
             one_pass = net(image)

@@ -41,22 +41,21 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from persaes.app.retouch_folder import retouch_image, taste_settings
-from persaes.app.variants import tensor_to_pil
 from persaes.core.active import ActivePairs
 from persaes.core.aesthetic_loss import AestheticLoss
 from persaes.core.features import FeatureCache, Features, extract_features
 from persaes.core.model import AestheticModel, distribution_to_score
 from persaes.core.personalize import personal_stage
+from persaes.core.retouching import retouch_image, taste_settings
 from persaes.core.scorer import load_scorer
 from persaes.eval.protocol import heldout_photos
 from persaes.eval.simulate import AXES, CONSISTENT_TASTES, ConsistentTaste, edit_along
-from persaes.io.images import load_image
+from persaes.io.images import load_image, to_pil
 from persaes.io.preferences import sample_pairs
+from retouch import OPS
 from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
 
-OPS = ("exposure", "color", "dehaze")
 ANALYSIS_SIDE = 256
 
 
@@ -79,7 +78,7 @@ def write_version(out: Path, source: Path, axis: str | None, amount: float) -> P
         if axis is not None and amount:
             image = edit_along(image, axis, amount)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tensor_to_pil(image).save(out, quality=95)
+        to_pil(image[0]).save(out, quality=95)
     return out
 
 
@@ -230,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--album", type=int, default=150, help="album photos")
     ap.add_argument("--repeats", type=int, default=2, help="users (answer draws) per setting")
     ap.add_argument("--retouch", type=int, default=0, help="held-out photos retouched per tone/colour taste")
-    ap.add_argument("--work", type=Path, default=None, help="where the edited versions go (default: a temporary folder)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="where the edited versions go (default: a temporary folder)")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: the user cache)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, required=True)
@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {"tastes": results, "album": args.album, "heldout": len(held), "repeats": args.repeats,
            "seconds": round(time.time() - started, 1),
-           "command": " ".join(["python", "benchmarks/simulated_taste.py", *(argv if argv is not None else sys.argv[1:])])}
+           "command": " ".join(["python", "benchmarks/simulated_taste.py",
+                                *(argv if argv is not None else sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     header = [f"{m} {n:g} / {c}" for m in modes for n in noises for c in counts]

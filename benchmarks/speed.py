@@ -146,7 +146,7 @@ def part_retouch(args: argparse.Namespace) -> dict:
     from persaes.core.aesthetic_loss import AestheticLoss
     from persaes.core.scorer import load_scorer
     from persaes.io.images import load_image
-    from retouch import Retoucher
+    from retouch import OPS, Retoucher
     from retouch.optimize import EditSettings, optimize_edit
 
     source = next(iter(sorted(Path(args.folder).glob("*.jpg"))))
@@ -160,7 +160,7 @@ def part_retouch(args: argparse.Namespace) -> dict:
         io_s = time.perf_counter() - start
         loss = AestheticLoss(load_scorer("generic", device="cpu"))
         out: dict[str, dict[str, float]] = {}
-        for op in ("exposure", "color", "dehaze"):
+        for op in OPS:
             retoucher = Retoucher((op,))
             start = time.perf_counter()
             retoucher.retouch_full(image)
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.parts.split(","):
         command = [sys.executable, __file__, "--part", name, "--folder", str(args.folder), "--images", str(args.images),
-                   "--album", str(args.album), "--steps", str(args.steps), "--device", args.device, "--passes", str(args.passes)]
+                   "--album", str(args.album), "--steps", str(args.steps), "--device", args.device,
+                   "--passes", str(args.passes)]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)

@@ -31,21 +31,21 @@ from pathlib import Path
 
 import torch
 
-from persaes.app.retouch_folder import retouch_image, taste_settings
 from persaes.app.variants import write_variant
 from persaes.core.aesthetic_loss import AestheticLoss
 from persaes.core.personalize import personalize
+from persaes.core.retouching import retouch_image, taste_settings
 from persaes.core.scorer import load_scorer
 from persaes.core.train import PERSONAL_PRESETS, parse_iterations
 from persaes.eval.protocol import heldout_photos
 from persaes.eval.simulate import TASTES
 from persaes.io.images import load_image
 from persaes.io.preferences import sample_pairs
+from retouch import OPS
 from retouch.metrics import TASTE_FEATURES, taste_features
 from retouch.optimize import EditSettings
 
 ANSWERS = 100
-OPS = ("exposure", "color", "dehaze")
 WORK_SIDE = 512
 
 
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {"users": results, "base": args.base, "album_photos": len(album_names), "test_photos": len(test_names),
            "steps": args.steps, "seconds": round(time.time() - started, 1),
-           "command": " ".join(["python", "benchmarks/taste_retouch.py", *(argv if argv is not None else sys.argv[1:])])}
+           "command": " ".join(["python", "benchmarks/taste_retouch.py",
+                                *(argv if argv is not None else sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     print("| user | win rate | " + " | ".join(f"Δ {f}" for f in TASTE_FEATURES) + " |")

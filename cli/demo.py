@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import click
-from persaes.cli.common import StageProgress, device_option, progress, user_errors, warn
+from persaes.cli.common import ProgressBar, StageProgress, device_option, user_errors, warn
 
 import persaes
 from persaes.app.report import compare_folder
@@ -26,8 +26,10 @@ EXAMPLES = Path(persaes.__file__).resolve().parents[1] / "examples"
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
 def demo_cmd(out: str, photos: int, steps: int, device: str) -> None:
-    """Personalize → retouch → compare on the bundled example album (24 Pixabay photos and
-    100 answers of a simulated user who likes bright, vivid photos; see examples/).
+    """Personalize → retouch → compare on the bundled example album.
+
+    The album holds 24 Pixabay photos and 100 answers of a simulated user who likes bright,
+    vivid photos (see examples/).
 
     \b
     Example:
@@ -44,10 +46,10 @@ def demo_cmd(out: str, photos: int, steps: int, device: str) -> None:
     finally:
         bar.close()
     click.echo(f"1/2 profile: {report.profile} ({report.answered} answers, {report.inferred} inferred pairs)")
-    rows, failed = compare_folder(album, out_dir / "report", load_scorer("generic", device=device),
-                                  load_scorer(report.profile, device=device), settings=EditSettings(steps=steps),
-                                  limit=photos, progress=lambda items, n: progress(items, n, "retouching"),
-                                  on_error=warn)
+    with ProgressBar("retouching") as progress:
+        rows, failed = compare_folder(album, out_dir / "report", load_scorer("generic", device=device),
+                                      load_scorer(report.profile, device=device), settings=EditSettings(steps=steps),
+                                      limit=photos, progress=progress, on_error=warn)
     click.echo(f"2/2 report of {len(rows)} photos (original | generic | personalized): "
                f"{out_dir / 'report' / 'index.html'}")
     click.echo(f"done in {time.time() - started:.0f} s")

@@ -18,7 +18,8 @@ from persaes.core.train import PERSONAL_PRESETS, parse_iterations
 @click.argument("album", type=click.Path(file_okay=False, path_type=str))
 @click.option("--prefs", required=True, type=click.Path(dir_okay=False), help="Preference answers (JSON Lines).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Profile to write (.safetensors).")
-@click.option("--references", default=None, help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
+@click.option("--references", default=None,
+              help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
               "runs the paper's generic stage first. Default: start from the shipped generic weights.")
 @click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
 @click.option("--min-references", default=MIN_REFERENCES, show_default=True, type=click.IntRange(0),
@@ -29,7 +30,8 @@ from persaes.core.train import PERSONAL_PRESETS, parse_iterations
 @click.option("--iterations", default=None,
               help="Head fine-tuning iterations before the taste part (capped at the preset's passes over the "
               "pairs), or 'auto' (held-out answers decide); overrides only this field of the preset.")
-@click.option("--finetune-backbone", is_flag=True, help="Fine-tune the backbone too (the paper's full fine-tune; meant for a GPU).")
+@click.option("--finetune-backbone", is_flag=True,
+              help="Fine-tune the backbone too (the paper's full fine-tune; meant for a GPU).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)

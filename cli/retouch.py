@@ -6,40 +6,30 @@ import sys
 from pathlib import Path
 
 import click
-from persaes.cli.common import device_option, printable, progress, user_errors, warn
+from persaes.cli.common import (
+    ProgressBar,
+    device_option,
+    fidelity_option,
+    ops_option,
+    printable,
+    steps_option,
+    user_errors,
+    warn,
+)
 
-from persaes.app.retouch_folder import load_retouch_net, retouch_folder, save_retouch_net
-from persaes.app.retouch_training import EditPairs, fitted_pair
+from persaes.app.retouch_folder import retouch_folder
+from persaes.app.retouch_training import fit_pairs
 from persaes.app.variants import is_variant
 from persaes.core.aesthetic_loss import AestheticLoss
 from persaes.core.backbones import BackboneError
 from persaes.core.scorer import Scorer, load_scorer
-from persaes.io.images import ImageError, iter_images, load_image
-from retouch import OPS
+from persaes.io.images import iter_images
+from persaes.io.retouch_net_file import load_retouch_net, save_retouch_net
 from retouch.optimize import EditSettings, train_retouch_net
 
-
-def parse_ops(text: str) -> tuple[str, ...]:
-    ops = tuple(o.strip() for o in text.split(",") if o.strip())
-    unknown = [o for o in ops if o not in OPS]
-    if not ops or unknown:
-        raise click.BadParameter(f"choose from {','.join(OPS)}; got {text!r}", param_hint="--ops")
-    return ops
-
-
-ops_option = click.option("--ops", default="exposure,color,dehaze", show_default=True,
-                          help="Retouching ops to use, comma-separated.")
-fidelity_option = click.option("--fidelity", default=EditSettings.fidelity, show_default=True,
-                               type=click.FloatRange(0), help="How strongly fitted edits are held to the original "
-                               "(mean absolute change); higher gives gentler edits, 0 lets the loss decide alone.")
-TEACHER_SIDE = 1024
-"""Longest side photos are read at for fitting train-retoucher's edits: edits are fitted on a 256-px
-copy and dehazing estimates haze on a 512-px one, so a larger photo gets the same edit."""
 base_option = click.option("--base", default=None,
                            help="Model whose retouch a profile's edit is made on top of [default: generic] ('none': "
                                 "on the original photo).")
-steps_option = click.option("--steps", default=EditSettings.steps, show_default=True, type=click.IntRange(0),
-                            help="Optimisation steps per photo.")
 
 
 def base_scorer(profile: str, base: str | None, device: str) -> Scorer | None:
@@ -51,7 +41,8 @@ def base_scorer(profile: str, base: str | None, device: str) -> Scorer | None:
 @click.command("retouch")
 @click.argument("in_dir", metavar="IN", type=click.Path(file_okay=False))
 @click.argument("out_dir", metavar="OUT", type=click.Path(file_okay=False))
-@click.option("--profile", default="generic", show_default=True, help="Personal profile (or shipped name) to retouch toward.")
+@click.option("--profile", default="generic", show_default=True,
+              help="Personal profile (or shipped name) to retouch toward.")
 @base_option
 @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
               help="A retouching model from train-retoucher: one pass per photo instead of optimising (not with "
@@ -62,8 +53,8 @@ def base_scorer(profile: str, base: str | None, device: str) -> Scorer | None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model_path: str | None, ops: str, steps: int,
-                fidelity: float, seed: int, device: str) -> None:
+def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model_path: str | None,
+                ops: tuple[str, ...], steps: int, fidelity: float, seed: int, device: str) -> None:
     """Retouch every photo under IN into OUT (same relative paths), toward a profile's taste.
 
     IN is never written to. Finished photos are skipped on a rerun, so an interrupted
@@ -75,7 +66,6 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model
     Example:
       persaes retouch ~/Pictures/album ~/Pictures/retouched --profile me.safetensors
     """
-    chosen = parse_ops(ops)
     if model_path and base is not None:
         raise click.UsageError("--base is for fitted edits; a --model retouches in one pass")
     scorer = load_scorer(profile, device=device)
@@ -84,9 +74,10 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model
         net, _ = load_retouch_net(model_path)
         net = net.to(scorer.device)
     base_model = None if model_path else base_scorer(profile, base, device)
-    summary = retouch_folder(in_dir, out_dir, scorer, chosen, EditSettings(steps=steps, fidelity=fidelity), net, seed,
-                             progress=lambda items, n: progress(items, n, "retouching"), on_error=warn,
-                             model_name=Path(model_path).name if model_path else str(profile), base=base_model)
+    with ProgressBar("retouching") as progress:
+        summary = retouch_folder(in_dir, out_dir, scorer, ops, EditSettings(steps=steps, fidelity=fidelity), net, seed,
+                                 progress=progress, on_error=warn,
+                                 model_name=Path(model_path).name if model_path else str(profile), base=base_model)
     click.echo(printable(f"{summary.done} photos retouched into {out_dir}, {summary.skipped} already done, "
                          f"{len(summary.failed)} failed"))
     if summary.failed:
@@ -108,8 +99,8 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def train_retoucher_cmd(folder: str, out: str, profile: str, base: str | None, ops: str, steps: int, fidelity: float,
-                        epochs: int, batch_size: int, size: int, seed: int, device: str) -> None:
+def train_retoucher_cmd(folder: str, out: str, profile: str, base: str | None, ops: tuple[str, ...], steps: int,
+                        fidelity: float, epochs: int, batch_size: int, size: int, seed: int, device: str) -> None:
     """Train a small feed-forward retouching network over FOLDER to retouch as a profile does.
 
     Each photo's edit is first fitted as `persaes retouch` fits it (a profile's edit on top of
@@ -122,7 +113,6 @@ def train_retoucher_cmd(folder: str, out: str, profile: str, base: str | None, o
       persaes train-retoucher ~/Pictures/album --out me-retoucher.safetensors --profile me.safetensors
       persaes retouch ~/Pictures/new ~/Pictures/new-retouched --model me-retoucher.safetensors
     """
-    chosen = parse_ops(ops)
     root = Path(folder)
     files = [path for path in iter_images([root]) if not is_variant(path.relative_to(root).as_posix())]
     if not files:
@@ -131,20 +121,15 @@ def train_retoucher_cmd(folder: str, out: str, profile: str, base: str | None, o
     base_model = base_scorer(profile, base, device)
     base_loss = AestheticLoss(base_model) if base_model is not None else None
     settings = EditSettings(steps=steps, fidelity=fidelity)
-    pairs = EditPairs()
-    for path in progress(iter(files), len(files), "fitting edits"):
-        try:
-            photo = load_image(path, max_side=TEACHER_SIDE)[None].to(loss.scorer.device)
-        except ImageError as exc:
-            warn(str(exc))
-            continue
-        pairs.add(*fitted_pair(photo, loss, chosen, settings, size, seed=seed, base=base_loss))
+    with ProgressBar("fitting edits") as progress:
+        pairs = fit_pairs(files, loss, ops, settings, size, seed=seed, base=base_loss, progress=progress, on_error=warn)
     if not len(pairs):
         raise click.ClickException(f"{folder}: no readable photos")
     steps_total = epochs * -(-len(pairs) // batch_size)
-    with click.progressbar(length=steps_total, label="training", file=sys.stderr) as bar:
-        net = train_retouch_net(pairs.batches(batch_size, seed), chosen, epochs, seed=seed, device=loss.scorer.device,
-                                on_step=lambda step, value: bar.update(1))
+    with ProgressBar("training") as progress:
+        progress(0, steps_total)
+        net = train_retouch_net(pairs.batches(batch_size, seed), ops, epochs, seed=seed, device=loss.scorer.device,
+                                on_step=lambda step, _: progress(step, steps_total))
     save_retouch_net(out, net, {"profile": str(profile), "base": (base or "generic") if base_loss else "none",
                                 "trained_on": f"{len(pairs)} photos of {folder}", "size": size, "epochs": epochs,
                                 "seed": seed, "edit_settings": settings.as_dict()})

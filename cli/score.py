@@ -6,7 +6,7 @@ import json
 import sys
 
 import click
-from persaes.cli.common import device_option, printable, progress, user_errors, warn
+from persaes.cli.common import ProgressBar, device_option, printable, user_errors, warn
 
 from persaes.core.backbones import BackboneError
 from persaes.core.scorer import load_scorer
@@ -31,14 +31,17 @@ def score(paths: tuple[str, ...], profile: str, as_json: bool, batch_size: int, 
     scorer = load_scorer(profile, device=device)
     files = list(iter_images(paths))
     results, failed = [], 0
-    for path, value, error in progress(scorer.iter_scores(files, batch_size), len(files), "scoring"):
-        if error is not None:
-            failed += 1
-            warn(error)
-            continue
-        results.append({"path": str(path), "score": round(value, 4)})
-        if not as_json:
-            click.echo(printable(f"{value:.3f}\t{path}"))
+    with ProgressBar("scoring") as progress:
+        progress(0, len(files))
+        for done, (path, value, error) in enumerate(scorer.iter_scores(files, batch_size), 1):
+            progress(done, len(files))
+            if error is not None:
+                failed += 1
+                warn(error)
+                continue
+            results.append({"path": str(path), "score": round(value, 4)})
+            if not as_json:
+                click.echo(printable(f"{value:.3f}\t{path}"))
     if as_json:
         text = json.dumps(results, indent=1, ensure_ascii=False)
         click.echo(text if printable(text) == text else json.dumps(results, indent=1))  # JSON's own escapes

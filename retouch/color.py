@@ -201,8 +201,8 @@ class ColorAdjust(nn.Module):
     * ``log_gains`` :math:`(1, 3)`: white-balance gains are ``exp(soft_bound(log_gains, 0.2))``; neutral 0.
     * ``raw_saturation`` :math:`(1,)`: the saturation factor is ``exp(soft_bound(raw_saturation, 0.6))``;
       neutral 0.
-    * ``lut_residual`` :math:`(1, 3, S, S, S)`: ``soft_bound(lut_residual, 0.01)`` is added to :func:`identity_lut`, the sum clipped to :math:`[0, 1]`;
-      neutral 0.
+    * ``lut_residual`` :math:`(1, 3, S, S, S)`: ``soft_bound(lut_residual, 0.01)`` is added to
+      :func:`identity_lut`, the sum clipped to :math:`[0, 1]`; neutral 0.
 
     :meth:`render` takes the same tensors with a leading batch of 1 or ``B`` (per-image parameters).
 

@@ -18,8 +18,8 @@ from .color import check_image, mean_total_variation
 
 __all__ = ["CHANNEL_SPREAD_WEIGHT", "ExposureCurves", "apply_curves", "channel_spread"]
 
-#: Weight of :func:`channel_spread` in :meth:`ExposureCurves.regularization`. Uncharged, fits against a profile
-#: that likes vivid photos used the per-channel curves as a colour knob and gave photos strong casts
+#: Weight of :func:`channel_spread` in :meth:`ExposureCurves.regularization`: it keeps the per-channel curves
+#: from acting as a colour knob, which a profile that likes vivid photos would otherwise turn into strong casts
 #: (benchmarks/README.md, §3).
 CHANNEL_SPREAD_WEIGHT = 4.0
 
@@ -62,8 +62,10 @@ def apply_curves(image: Tensor, alpha: Tensor) -> Tensor:
 
 
 def channel_spread(alpha: Tensor) -> Tensor:
-    r"""Mean absolute deviation of each channel's curve parameter from the mean of the three: how far the curves
-    change colour rather than tone (Zero-DCE's colour-constancy term, on the parameters).
+    r"""Measure how far the curves change colour rather than tone.
+
+    The measure is the mean absolute deviation of each channel's curve parameter from the mean of the three
+    (Zero-DCE's colour-constancy term, on the parameters).
 
     Args:
         alpha: :math:`(B, 3n, h, w)` curve parameters as in :func:`apply_curves`.
@@ -133,7 +135,9 @@ class ExposureCurves(nn.Module):
         return [{"raw": torch.full_like(self.raw, math.atanh(a))} for a in self.STARTS]
 
     def regularization(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Scalar penalty: total variation of the curve-parameter grid + mean |curve parameter| +
+        """Return the scalar penalty that keeps the curves small, smooth and tonal.
+
+        The penalty is the total variation of the curve-parameter grid + mean |curve parameter| +
         :data:`CHANNEL_SPREAD_WEIGHT` × :func:`channel_spread` (so the curves change tone, and colour only where the
         loss gains more than that charge).
         """

@@ -52,7 +52,8 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     r"""PSNR in dB of each image pair (peak value 1), via :func:`kornia.metrics.psnr`.
 
     Args:
-        a, b: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        a: first images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        b: second images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
 
     Returns:
         :math:`(B,)`; ``inf`` for identical images.
@@ -71,7 +72,8 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 11) -> Tensor:
     The window shrinks to the largest odd size the image can be reflect-padded for (``2 * min(H, W) - 1``).
 
     Args:
-        a, b: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        a: first images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        b: second images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
         window_size: odd Gaussian window side.
 
     Returns:
@@ -92,8 +94,11 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 11) -> Tensor:
 def ciede2000(lab1: Tensor, lab2: Tensor) -> Tensor:
     r"""CIEDE2000 colour difference :math:`\Delta E_{00}` of CIELAB colours (Sharma, Wu & Dalal, 2005).
 
+    The parametric factors are ``kL = kC = kH = 1``.
+
     Args:
-        lab1, lab2: :math:`(..., 3)` CIELAB ``(L*, a*, b*)``, broadcastable; ``kL = kC = kH = 1``.
+        lab1: first colours, :math:`(..., 3)` CIELAB ``(L*, a*, b*)``.
+        lab2: second colours, :math:`(..., 3)` CIELAB ``(L*, a*, b*)``, broadcastable with ``lab1``.
 
     Returns:
         :math:`(...)` non-negative differences.
@@ -138,7 +143,8 @@ def delta_e(a: Tensor, b: Tensor) -> Tensor:
     r"""Mean CIEDE2000 :math:`\Delta E_{00}` between each pair of sRGB images (via :func:`kornia.color.rgb_to_lab`).
 
     Args:
-        a, b: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        a: first sRGB images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        b: second sRGB images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
 
     Returns:
         :math:`(B,)`; 0 for identical images, about 2.3 for a just noticeable difference.
@@ -185,7 +191,8 @@ def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
     the ΔE of those pixels from grey in chroma.
 
     Args:
-        image, reference: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        image: images whose chroma is measured, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        reference: images that pick the near-neutral pixels, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
 
     Returns:
         :math:`(B,)`; NaN where ``reference`` has no near-neutral pixel.
@@ -204,8 +211,9 @@ def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
 
 
 def near_neutral_mask(image: Tensor) -> Tensor:
-    r"""Pixels of ``image`` that are near-neutral: CIELAB chroma below :data:`NEUTRAL_CHROMA`, :math:`L^*` in
-    :math:`[20, 95]`.
+    r"""Mark the pixels of ``image`` that are near-neutral.
+
+    Near-neutral: CIELAB chroma below :data:`NEUTRAL_CHROMA` and :math:`L^*` in :math:`[20, 95]`.
 
     Args:
         image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
@@ -230,8 +238,10 @@ def _chroma(image: Tensor, lab: Tensor | None = None) -> Tensor:
 
 
 def soft_clipped_share(image: Tensor, width: float = 4.0 / 255) -> Tensor:
-    r"""A differentiable :func:`clipped_share`: a pixel counts by a sigmoid of its brightest channel that rises
-    from about 0 at :math:`1 - 2\,\text{width}` to about 1 at 1 (and the mirror image for crushed shadows).
+    r"""Compute a differentiable :func:`clipped_share`.
+
+    A pixel counts by a sigmoid of its brightest channel that rises from about 0 at :math:`1 - 2\,\text{width}`
+    to about 1 at 1 (and the mirror image for crushed shadows).
 
     Args:
         image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
@@ -255,11 +265,14 @@ def soft_clipped_share(image: Tensor, width: float = 4.0 / 255) -> Tensor:
 
 
 def new_clipping(edited: Tensor, source: Tensor) -> Tensor:
-    r"""How much more of ``edited`` is clipped than of ``source``: :math:`\max(0, s(\text{edited}) -
-    s(\text{source}))` with :math:`s` = :func:`soft_clipped_share`. Differentiable in ``edited``.
+    r"""Measure how much more of ``edited`` is clipped than of ``source``.
+
+    The measure is :math:`\max(0, s(\text{edited}) - s(\text{source}))` with :math:`s` =
+    :func:`soft_clipped_share`. Differentiable in ``edited``.
 
     Args:
-        edited, source: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        edited: retouched images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        source: the originals, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
 
     Returns:
         :math:`(B,)` in :math:`[0, 1)`; 0 when the edit clips nothing new.
@@ -274,12 +287,14 @@ def new_clipping(edited: Tensor, source: Tensor) -> Tensor:
 
 
 def neutral_cast(edited: Tensor, source: Tensor) -> Tensor:
-    r"""How far ``source``'s near-neutral pixels (:func:`near_neutral_mask`) are cast in ``edited``: the mean of
-    :math:`\max(0, C^*_\text{edited} - \text{NEUTRAL\_CHROMA})` over them (CIELAB chroma units, ΔE from
-    grey beyond the near-neutral limit). Differentiable in ``edited``.
+    r"""Measure how far ``source``'s near-neutral pixels (:func:`near_neutral_mask`) are cast in ``edited``.
+
+    The measure is the mean of :math:`\max(0, C^*_\text{edited} - \text{NEUTRAL\_CHROMA})` over them (CIELAB
+    chroma units, ΔE from grey beyond the near-neutral limit). Differentiable in ``edited``.
 
     Args:
-        edited, source: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        edited: retouched images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        source: the originals, whose near-neutral pixels are measured, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
 
     Returns:
         :math:`(B,)`, non-negative; 0 where ``source`` has no near-neutral pixel.

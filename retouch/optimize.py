@@ -1,5 +1,7 @@
-"""Fitting edits against a differentiable loss: per photo (:func:`optimize_edit`), and a
-feed-forward network that learns to make such fitted edits in one pass (:func:`train_retouch_net`).
+"""Fit edits against a differentiable loss, per photo or as a feed-forward network.
+
+:func:`optimize_edit` fits one photo's edit parameters; :func:`train_retouch_net` trains a
+feed-forward network that learns to make such fitted edits in one pass.
 
 The loss is any callable ``images -> scalar`` (e.g. ``persaes.AestheticLoss``). Regularisers
 keep edits natural, the answer to "the model learns to over-brighten": a fidelity term
@@ -11,10 +13,13 @@ whites and greys.
 Parameters are fitted on a copy whose longer side is at most ``work_size``; they are
 global or coarse grids, so the same edit then applies to the full-size photo in one pass.
 
-Example::
-
-    >>> retoucher = optimize_edit(photo, AestheticLoss("generic"), steps=20)   # doctest: +SKIP
-    >>> full = retoucher.retouch_full(photo)                                   # doctest: +SKIP
+Example:
+    >>> photo = 0.3 * torch.rand(1, 3, 240, 320, generator=torch.Generator().manual_seed(0))   # a dark photo
+    >>> too_dark = lambda images: 10 * (0.5 - images.mean()).abs()   # in real use e.g. AestheticLoss("generic")
+    >>> retoucher = optimize_edit(photo, too_dark, settings=EditSettings(steps=10, work_size=32))
+    >>> full = retoucher.retouch_full(photo)                         # the fitted edit, applied at full size
+    >>> full.shape, float(photo.mean()) < 0.2, float(full.mean()) > 0.4
+    (torch.Size([1, 3, 240, 320]), True, True)
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ from torch import Tensor
 from .color import check_image
 from .dehaze import resize_to_fit
 from .metrics import neutral_cast, new_clipping
-from .pipeline import Retoucher, RetouchNet
+from .pipeline import OPS, Retoucher, RetouchNet
 
 LossFn = Callable[[Tensor], Tensor]
 
 
-@dataclass
+@dataclass(frozen=True)
 class EditSettings:
     """How edits are fitted.
 
@@ -60,13 +65,28 @@ class EditSettings:
     clip_guard: float = 100.0
     neutral_guard: float = 0.2
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.steps, int) and self.steps >= 0 and isinstance(self.work_size, int)
+                and self.work_size >= 16):
+            raise ValueError(f"steps must be a whole number >= 0 and work_size one >= 16, got {self.steps!r}, "
+                             f"{self.work_size!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
     def as_dict(self) -> dict[str, float]:
+        """Return the settings as a JSON-able dict."""
         return asdict(self)
 
 
-def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor, settings: EditSettings) -> Tensor:
-    """``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the guards:
-    ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)`` (means over
+def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor,
+                   settings: EditSettings) -> Tensor:
+    """Return the scalar objective an edit is fitted to minimise: the loss, the regularisers and the guards.
+
+    The objective is ``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the
+    guards: ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)`` (means over
     the batch). The guards hold however much the loss gains: no taste licenses clipping or casts.
     """
     guards = (settings.clip_guard * new_clipping(edited, source).mean()
@@ -105,7 +125,7 @@ def coarse_start(retoucher: Retoucher, objective: Callable[[], Tensor]) -> None:
             getattr(op, key).copy_(value)
 
 
-def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = ("exposure", "color", "dehaze"),
+def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = OPS,
                   settings: EditSettings | None = None, seed: int = 0) -> Retoucher:
     """Fit one photo's edit parameters against ``loss_fn``.
 
@@ -118,7 +138,8 @@ def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = ("exposur
 
     Returns:
         The fitted :class:`Retoucher` (on ``image``'s device), started from
-        :func:`coarse_start`; the step with the lowest objective is kept. Apply it to the full photo with ``retouch_full``.
+        :func:`coarse_start`; the step with the lowest objective is kept. Apply it to the full photo with
+        ``retouch_full``.
     """
     check_image(image)
     if image.shape[0] != 1:
@@ -145,7 +166,7 @@ def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = ("exposur
 
 
 def train_retouch_net(pairs: Callable[[], Iterable[tuple[Tensor, Tensor]]],
-                      ops: Iterable[str] = ("exposure", "color", "dehaze"), epochs: int = 100, lr: float = 0.01,
+                      ops: Iterable[str] = OPS, epochs: int = 100, lr: float = 0.01,
                       seed: int = 0, device: torch.device | str = "cpu",
                       on_step: Callable[[int, float], None] | None = None) -> RetouchNet:
     """Train a :class:`RetouchNet` to make fitted edits in one pass (amortised optimisation).

@@ -47,7 +47,7 @@ class Retoucher(nn.Module):
 
     def __init__(
         self,
-        ops: Iterable[str] = ("exposure", "color", "dehaze"),
+        ops: Iterable[str] = OPS,
         *,
         exposure_iterations: int = 4,
         exposure_grid: tuple[int, int] = (1, 1),
@@ -155,7 +155,7 @@ class RetouchNet(nn.Module):
 
     def __init__(
         self,
-        ops: Iterable[str] = ("exposure", "color", "dehaze"),
+        ops: Iterable[str] = OPS,
         *,
         input_size: int = 128,
         width: int = 16,

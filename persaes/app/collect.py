@@ -1,9 +1,9 @@
 """A local web page that asks "which do you prefer?" and appends the answers to a preference file.
 
-Only the standard library serves it (``http.server``); the page's HTML, CSS and JavaScript are inline, nothing is
-fetched from elsewhere. The server binds to 127.0.0.1 only and every request must carry a random token (in the
-page URL ``/?token=...``, and as an ``X-Token`` header or ``token`` query parameter on the API), so other users
-and web sites cannot read the album or answer for you.
+Only the standard library serves it (``http.server``); the page is the package data file ``collect.html``, its CSS
+and JavaScript inline, nothing fetched from elsewhere. The server binds to 127.0.0.1 only and every request must
+carry a random token (in the page URL ``/?token=...``, and as an ``X-Token`` header or ``token`` query parameter on
+the API), so other users and web sites cannot read the album or answer for you.
 
 Every answer is appended to the preference file (see :mod:`persaes.io.preferences`) the moment it is given, flushed
 and fsync'ed, so stopping the server (or a crash) loses nothing; running again with the same file continues
@@ -56,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -64,7 +65,15 @@ import torch
 
 from persaes.app.variants import VARIANT_MAX_SIDE, is_variant, jpeg_bytes, write_variant
 from persaes.io.images import ImageError, iter_images, open_rgb, to_tensor
-from persaes.io.preferences import Answer, _album_key, append_answer, append_undo, json_line, read_answers, sample_pairs
+from persaes.io.preferences import (
+    Answer,
+    album_key,
+    append_answer,
+    append_undo,
+    json_line,
+    read_answers,
+    sample_pairs,
+)
 
 __all__ = ["CollectServer", "CollectSession", "RequestError", "album_photos", "serve"]
 
@@ -179,15 +188,16 @@ class CollectSession:
     # -- planning -------------------------------------------------------------------------------------------------
 
     def _read_history(self) -> tuple[list[Pair | None], list[str]]:
-        """The answers in effect in ``out_file``, in order, as album keys (None: an image outside the album),
-        and the file's skipped lines.
+        """The answers in effect in ``out_file`` and the file's skipped lines.
+
+        Answers are in order, as pairs of album keys (None: an image outside the album).
         """
         if not self.out_file.exists():
             return [], []
         answers, problems = read_answers(self.out_file)
         history: list[Pair | None] = []
         for answer in answers:
-            winner, loser = _album_key(answer.winner, self.root), _album_key(answer.loser, self.root)
+            winner, loser = album_key(answer.winner, self.root), album_key(answer.loser, self.root)
             history.append((winner, loser) if winner is not None and loser is not None else None)
         return history, problems
 
@@ -267,8 +277,11 @@ class CollectSession:
         return self._offered
 
     def state(self) -> dict[str, Any]:
-        """The pair on offer and the progress: ``{"left_path", "right_path", "done", "total", "can_undo"}``,
-        or ``{"finished": True, "done", "total", "can_undo"}``.
+        """The pair on offer and the progress.
+
+        Returns:
+            ``{"left_path", "right_path", "done", "total", "can_undo"}``, or ``{"finished": True, "done", "total",
+            "can_undo"}`` when every pair is answered.
         """
         with self._lock:
             pair = self._offer()
@@ -431,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
         return state
 
     def _page(self) -> None:
-        self._send(_PAGE.encode(), "text/html; charset=utf-8")
+        self._send(_PAGE, "text/html; charset=utf-8")
 
     def _next(self) -> None:
         self._send_json(self._state())
@@ -487,122 +500,5 @@ def serve(session: CollectSession, host: str = HOST, port: int = 0, token: str |
 
 _CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Which do you prefer? · persaes</title>
-<style>
-:root { color-scheme: dark; --bg: #151515; --hover: #222; --line: #2c2c2c; --text: #e8e8e8; --muted: #8d8d8d; }
-* { box-sizing: border-box; }
-html, body { margin: 0; height: 100%; background: var(--bg); color: var(--text);
-  font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-body { display: flex; flex-direction: column; height: 100vh; overflow: hidden; user-select: none; }
-#pair { flex: 1; display: flex; gap: 10px; padding: 10px 10px 0; min-height: 0; }
-.pane { flex: 1; min-width: 0; display: flex; padding: 8px; border-radius: 8px; cursor: pointer;
-  transition: background-color .12s; }
-.pane:hover { background: var(--hover); }
-.pane img { width: 100%; height: 100%; object-fit: contain; display: block; }
-#done { flex: 1; display: none; align-items: center; justify-content: center; text-align: center;
-  font-size: 20px; padding: 24px; }
-body.finished #pair { display: none; }
-body.finished #done { display: flex; }
-body.finished .ask { visibility: hidden; }
-footer { display: flex; align-items: center; gap: 18px; padding: 10px 18px 12px; border-top: 1px solid var(--line);
-  margin-top: 10px; color: var(--muted); }
-#question { color: var(--text); font-weight: 600; }
-#progress { font-variant-numeric: tabular-nums; color: var(--text); }
-#status { color: #e0a36b; }
-.spacer { flex: 1; }
-kbd { font: inherit; font-size: 12px; border: 1px solid #444; border-radius: 4px; padding: 0 5px; color: #bbb; }
-button { font: inherit; color: var(--text); background: #262626; border: 1px solid #3a3a3a; border-radius: 6px;
-  padding: 6px 14px; cursor: pointer; }
-button:hover:not(:disabled) { background: #303030; }
-button:disabled { opacity: .4; cursor: default; }
-</style>
-</head>
-<body>
-<main id="pair">
-  <div class="pane" data-side="left"><img id="left" alt="left photo"></div>
-  <div class="pane" data-side="right"><img id="right" alt="right photo"></div>
-</main>
-<div id="done">All pairs answered. Thank you! Your answers are saved; you can close this tab.</div>
-<footer>
-  <span id="question" class="ask">Which photo do you prefer?</span>
-  <span class="ask">click it or <kbd>&larr;</kbd> <kbd>&rarr;</kbd></span>
-  <span id="status" role="status"></span>
-  <span class="spacer"></span>
-  <span id="progress">&nbsp;</span>
-  <button id="same" type="button">About the same <kbd>&darr;</kbd></button>
-  <button id="undo" type="button" disabled>Undo <kbd>U</kbd></button>
-</footer>
-<script>
-"use strict";
-const token = new URLSearchParams(location.search).get("token") || "";
-const $ = (id) => document.getElementById(id);
-let current = null;
-let busy = false;
-
-function preload(src) {
-  return new Promise((resolve) => { const img = new Image(); img.onload = img.onerror = resolve; img.src = src; });
-}
-
-async function show(state) {
-  if (!state.finished) {
-    await Promise.all([preload(state.left), preload(state.right)]);
-    $("left").src = state.left; $("left").dataset.path = state.left_path;
-    $("right").src = state.right; $("right").dataset.path = state.right_path;
-  }
-  current = state.finished ? null : state;
-  document.body.classList.toggle("finished", Boolean(state.finished));
-  $("progress").textContent = state.done + " / " + state.total;
-  $("undo").disabled = !state.can_undo;
-  $("same").disabled = !current;
-}
-
-async function call(method, path, body) {
-  if (busy) return;
-  busy = true;
-  let failed = false;
-  try {
-    const response = await fetch(path, { method, headers: { "X-Token": token, "Content-Type": "application/json" },
-                                         body: body ? JSON.stringify(body) : undefined });
-    const state = await response.json();
-    if (!response.ok) throw new Error(state.error || response.statusText);
-    if (method === "POST") $("status").textContent = "";
-    await show(state);
-  } catch (err) {
-    $("status").textContent = err.message + " (answers given so far are saved)";
-    failed = true;
-  } finally {
-    busy = false;
-  }
-  if (failed && method === "POST") call("GET", "/api/next");
-}
-
-function prefer(side) {
-  if (!current) return;
-  const other = side === "left" ? "right" : "left";
-  call("POST", "/api/answer", { winner: current[side + "_path"], loser: current[other + "_path"] });
-}
-function same() {
-  if (current) call("POST", "/api/answer", { left: current.left_path, right: current.right_path, tie: true });
-}
-function undo() { if (!$("undo").disabled) call("POST", "/api/undo"); }
-
-document.querySelectorAll(".pane").forEach((pane) => pane.addEventListener("click", () => prefer(pane.dataset.side)));
-$("same").addEventListener("click", same);
-$("undo").addEventListener("click", undo);
-document.addEventListener("keydown", (event) => {
-  if (event.ctrlKey || event.metaKey || event.altKey) return;
-  const actions = { ArrowLeft: () => prefer("left"), ArrowRight: () => prefer("right"), ArrowDown: same,
-                    u: undo, U: undo, Backspace: undo };
-  if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
-});
-call("GET", "/api/next");
-</script>
-</body>
-</html>
-"""
+_PAGE = resources.files(__package__).joinpath("collect.html").read_bytes()
+"""The preference page, UTF-8."""

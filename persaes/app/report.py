@@ -1,5 +1,4 @@
-"""Side-by-side comparison of generic and personalized retouching: an offline HTML page and
-a contact sheet.
+"""Side-by-side comparison of generic and personalized retouching: an offline HTML page and a contact sheet.
 
 ``REPORT/`` holds ``generic/`` and ``personal/`` (the full-size outputs, as
 ``persaes retouch`` writes them; the personal ones are the generic ones retouched further),
@@ -7,30 +6,48 @@ a contact sheet.
 personalized, each with its generic and personal score; no external assets) and
 ``contact_sheet.png``.
 
-Example::
-
-    >>> rows = compare_folder("album", "report", generic_scorer, personal_scorer)   # doctest: +SKIP
+Example:
+    >>> import tempfile
+    >>> from persaes.core.scorer import load_scorer
+    >>> from persaes.io.images import to_pil
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> (tmp / "album").mkdir()
+    >>> to_pil(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))).save(tmp / "album" / "a.jpg")
+    >>> generic = load_scorer("generic", device="cpu")
+    >>> personal = generic                           # in real use a profile: load_scorer("me.safetensors")
+    >>> rows, failed = compare_folder(tmp / "album", tmp / "report", generic, personal, ops=["exposure"],
+    ...                               settings=EditSettings(steps=1, work_size=32))
+    >>> [row.name for row in rows], failed, sorted(rows[0].scores)
+    (['a.jpg'], [], ['generic', 'original', 'personal'])
+    >>> sorted(p.name for p in (tmp / "report").iterdir())
+    ['contact_sheet.png', 'generic', 'index.html', 'personal', 'thumbs']
 """
 
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from string import Template
 
 import torch
 from PIL import Image, ImageDraw
 
-from persaes.app.retouch_folder import RetouchSummary, plan, retouch_folder, taste_settings
+from persaes.app.progress import ProgressCallback
+from persaes.app.retouch_folder import RetouchSummary, plan, retouch_folder
+from persaes.core.retouching import taste_settings
 from persaes.core.scorer import Scorer
 from persaes.io.atomic import atomic_path, atomic_write_text
 from persaes.io.images import ImageError, open_rgb, to_tensor
+from retouch import OPS
 from retouch.optimize import EditSettings
 
 THUMB_SIDE = 480
 VERSIONS = ("original", "generic", "personal")
+_PAGE = Template(resources.files(__package__).joinpath("report.html").read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -55,18 +72,41 @@ def compare_folder(
     report_dir: str | os.PathLike[str],
     generic: Scorer,
     personal: Scorer,
-    ops: Sequence[str] = ("exposure", "color", "dehaze"),
+    ops: Sequence[str] = OPS,
     settings: EditSettings | None = None,
     limit: int | None = None,
-    progress: Callable[[Iterator[tuple[Path, Path]], int], Iterator[tuple[Path, Path]]] | None = None,
+    progress: ProgressCallback | None = None,
     on_error: Callable[[str], None] | None = None,
 ) -> tuple[list[Row], list[str]]:
-    """Retouch ``in_dir`` with the generic scorer, and with the personal one on top of the
-    generic retouch (as ``persaes retouch --profile`` does); write the report. Returns (rows, failures).
+    """Retouch ``in_dir`` generically and personally, side by side; write the report.
 
-    The personal column is fitted on the generic column's files (``personal/scores.csv``'s
-    score before is that of the generic retouch), so each photo's generic edit is fitted once.
+    The personal column is the personal scorer's retouch on top of the generic one, as
+    ``persaes retouch --profile`` makes it, fitted on the generic column's files
+    (``personal/scores.csv``'s score before is that of the generic retouch), so each photo's
+    generic edit is fitted once.
+
+    Args:
+        in_dir: the photos (searched recursively; ``_variants/`` left out); never written to.
+        report_dir: the report folder (see the module docstring); not ``in_dir`` nor inside it.
+        generic: the generic model: the generic column's edits and the generic scores.
+        personal: the profile: the personal column's edits and the personal scores.
+        ops: the ops to fit (see :data:`retouch.OPS`).
+        settings: how the generic edits are fitted; the personal ones with
+            :func:`~persaes.core.retouching.taste_settings` of them.
+        limit: retouch only the first ``limit`` photos.
+        progress: told each column's photos retouched (see
+            :data:`~persaes.app.progress.ProgressCallback`); the generic column's run, then the personal one's.
+        on_error: told each failed photo's one-line reason; the run carries on.
+
+    Returns:
+        The report's rows, one per photo whose three versions exist, and the failures, one line each.
+
+    Raises:
+        RetouchError: ``in_dir`` is missing, or ``report_dir`` is ``in_dir`` or inside it.
+        ValueError: ``limit`` is below 1.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     in_dir, report_dir = Path(in_dir), Path(report_dir)
     sources = [src for src, _ in plan(in_dir, report_dir / "generic")]
     if limit is not None:
@@ -119,7 +159,14 @@ def compare_folder(
 
 
 def render_html(rows: Sequence[Row]) -> str:
-    """The report page: self-contained HTML (inline CSS), relative image links only."""
+    """The report page (``report.html``, package data): self-contained HTML, relative image links only.
+
+    Args:
+        rows: the photos, in page order.
+
+    Returns:
+        The page, one table row per photo.
+    """
     cells = []
     for row in rows:
         tds = []
@@ -129,22 +176,8 @@ def render_html(rows: Sequence[Row]) -> str:
                        f'<div class="s">generic {g:.2f} · personal <b>{p:.2f}</b></div></td>')
         cells.append(f"<tr><th>{html.escape(row.name)}</th>{''.join(tds)}</tr>")
     mean = {v: sum(r.scores[v][1] for r in rows) / max(1, len(rows)) for v in VERSIONS}
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>persaes: generic vs personalized</title>
-<style>
-body{{font-family:system-ui,sans-serif;background:#1d1f21;color:#ddd;margin:1.5em}}
-table{{border-collapse:collapse}} th,td{{padding:6px;vertical-align:top}}
-thead th{{text-align:left;color:#aaa;font-weight:600}} tbody th{{text-align:left;font-weight:400;color:#999;max-width:10em;word-break:break-all}}
-img{{max-width:min({THUMB_SIDE}px,28vw);max-height:{THUMB_SIDE}px;display:block}} .s{{font-size:.85em;color:#aaa;margin-top:3px}} b{{color:#fff}}
-</style></head><body>
-<h1>Generic vs personalized retouching</h1>
-<p>{len(rows)} photos. Mean personal score: original {mean['original']:.2f}, generic {mean['generic']:.2f},
-personalized {mean['personal']:.2f}. Scores are on a 1–10 scale under the generic model and under the profile.</p>
-<table><thead><tr><th>photo</th><th>original</th><th>generic</th><th>personalized</th></tr></thead>
-<tbody>
-{chr(10).join(cells)}
-</tbody></table></body></html>
-"""
+    return _PAGE.substitute(thumb_side=THUMB_SIDE, photos=len(rows), rows="\n".join(cells),
+                            **{version: f"{mean[version]:.2f}" for version in VERSIONS})
 
 
 def contact_sheet(images: Sequence[Sequence[Image.Image]], rows: Sequence[Row], cell: int = 240) -> Image.Image:
@@ -161,5 +194,6 @@ def contact_sheet(images: Sequence[Sequence[Image.Image]], rows: Sequence[Row], 
             thumb.thumbnail((cell, cell))
             sheet.paste(thumb, (10 + c * (cell + 10), top))
             g, p = row.scores[version]
-            draw.text((10 + c * (cell + 10), top + cell + 2), f"generic {g:.2f}  personal {p:.2f}", fill=(170, 170, 170))
+            draw.text((10 + c * (cell + 10), top + cell + 2), f"generic {g:.2f}  personal {p:.2f}",
+                      fill=(170, 170, 170))
     return sheet

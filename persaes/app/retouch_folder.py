@@ -5,50 +5,55 @@
   skipped, so an interrupted run resumes. ``IN`` is never written to.
 * ``OUT/scores.csv`` lists each photo's score before and after under the model used,
   rewritten atomically after every photo.
-* Edits come from per-photo optimisation (:func:`retouch.optimize.optimize_edit`) or
-  from a trained :class:`retouch.RetouchNet` (one pass). A profile's fitted edit is made
-  on top of the generic model's (``base``), so personal retouching is the generic
-  retouch plus the user's taste.
+* Each photo is retouched by :func:`persaes.core.retouching.retouch_image`: per-photo
+  optimisation or a trained :class:`retouch.RetouchNet` (one pass); a profile's fitted edit
+  is made on top of the generic model's (``base``).
 
-Example::
-
-    >>> summary = retouch_folder("album", "out", load_scorer("me.safetensors"))   # doctest: +SKIP
+Example:
+    >>> import tempfile
+    >>> from persaes.core.scorer import load_scorer
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> (tmp / "album").mkdir()
+    >>> to_pil(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))).save(tmp / "album" / "a.jpg")
+    >>> _ = (tmp / "album" / "broken.jpg").write_bytes(b"")
+    >>> scorer = load_scorer("generic", device="cpu")            # or a profile: load_scorer("me.safetensors")
+    >>> fast = EditSettings(steps=2, work_size=32)
+    >>> summary = retouch_folder(tmp / "album", tmp / "out", scorer, settings=fast)
+    >>> summary.done, summary.skipped, [line.rsplit(": ", 1)[1] for line in summary.failed]
+    (1, 0, ['empty file'])
+    >>> sorted(p.name for p in (tmp / "out").iterdir())
+    ['a.jpg', 'scores.csv']
+    >>> (tmp / "out" / SCORES_FILE).read_text().splitlines()[0]
+    'path,score_before,score_after,model'
+    >>> retouch_folder(tmp / "album", tmp / "out", scorer, settings=fast).skipped   # a rerun resumes
+    1
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from kornia.color import rgb_to_grayscale
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from persaes.app.progress import ProgressCallback
 from persaes.app.variants import is_variant
 from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.retouching import retouch_image
 from persaes.core.scorer import Scorer
 from persaes.io.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
-from persaes.io.checkpoint import is_pickle, load_error
-from persaes.io.images import ImageError, iter_images, open_rgb, to_bytes, to_tensor
-from retouch import RetouchNet
+from persaes.io.images import ImageError, iter_images, open_rgb, to_pil, to_tensor
+from retouch import OPS, RetouchNet
 from retouch.dehaze import resize_to_fit
-from retouch.optimize import EditSettings, optimize_edit
+from retouch.optimize import EditSettings
 
 SCORES_FILE = "scores.csv"
-NET_FORMAT = "persaes-retouchnet/1"
-TASTE_FIDELITY_SHARE = 0.3
-"""Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on:
-that edit refines an already retouched photo, and at the full weight the L1 fidelity term kept
-it at exactly zero on some photos. 0.3 rather than 0.5 since the exposure curves' channel
-spread is charged: it won back dark-and-moody's photos without bolder casts
-(benchmarks/README.md, §3)."""
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
                  ".bmp": "BMP", ".gif": "PNG"}
 
@@ -67,8 +72,17 @@ class RetouchSummary:
 
 
 def plan(in_dir: Path, out_dir: Path) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs of the photos under ``in_dir`` (``_variants/`` left out);
-    refuses OUT == IN or OUT inside IN.
+    """The (source, destination) pairs of a folder run.
+
+    Args:
+        in_dir: the photos (searched recursively; ``_variants/`` left out).
+        out_dir: where they go, under the same relative paths (a GIF as PNG).
+
+    Returns:
+        One pair per photo, in :func:`~persaes.io.images.iter_images` order.
+
+    Raises:
+        RetouchError: ``in_dir`` is missing, or ``out_dir`` is ``in_dir`` or inside it.
     """
     src, dst = in_dir.resolve(), out_dir.resolve()
     if not src.is_dir():
@@ -106,8 +120,7 @@ def save_photo(image: Tensor, path: Path, exif: Image.Exif | None = None, icc_pr
 
     ``exif`` (its orientation reset to upright) and the RGB ``icc_profile`` are kept where the format allows.
     """
-    array = to_bytes(image).permute(1, 2, 0).cpu().numpy()
-    img = Image.fromarray(array, "RGB")
+    img = to_pil(image.cpu())
     fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
@@ -139,66 +152,40 @@ def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
     atomic_write_bytes(path, out.getvalue().encode("utf-8", "surrogateescape"))  # names as the file system has them
 
 
-def taste_settings(settings: EditSettings) -> EditSettings:
-    """The settings a profile's edit is fitted with on top of a base retouch: ``settings`` with
-    :data:`TASTE_FIDELITY_SHARE` of the fidelity weight.
-    """
-    return replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
-
-
-def is_greyscale(image: Tensor) -> bool:
-    """Whether every pixel of a 1×3×H×W ``[0, 1]`` image has equal channels, up to the 2/255 that
-    8-bit JPEG rounding leaves in a grey photo.
-    """
-    return bool((image.amax(dim=1) - image.amin(dim=1)).max() <= 2 / 255)
-
-
-def retouch_image(image: Tensor, loss: AestheticLoss, ops: Sequence[str], settings: EditSettings,
-                  net: RetouchNet | None = None, seed: int = 0, base: AestheticLoss | None = None) -> Tensor:
-    """Retouched full-size 1×3×H×W: a fitted edit (``net`` None) or the network's one pass.
-
-    With ``base`` (the generic model's loss), the photo is retouched against ``base`` first,
-    then that result against ``loss`` with :func:`taste_settings` (fidelity measured to the
-    base retouch): a profile's taste is a change on top of the generic retouch, so it keeps
-    the generic model's corrections (haze, casts, exposure) unless the profile argues
-    against them. Given the base retouch already, ``retouch_image(base_retouch, loss, ops,
-    taste_settings(settings))`` is the same result.
-
-    A greyscale photo (:func:`is_greyscale`) stays greyscale: its result is turned back into
-    grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
-    """
-    if net is not None:
-        if base is not None:
-            raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
-        with torch.no_grad():
-            result = net(image)
-    elif base is not None:
-        start = retouch_image(image, base, ops, settings, seed=seed)
-        return retouch_image(start, loss, ops, taste_settings(settings), seed=seed)
-    else:
-        result = optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
-    if is_greyscale(image):
-        result = rgb_to_grayscale(result).expand_as(result).contiguous()
-    return result
-
-
 def retouch_folder(
     in_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     scorer: Scorer,
-    ops: Sequence[str] = ("exposure", "color", "dehaze"),
+    ops: Sequence[str] = OPS,
     settings: EditSettings | None = None,
     net: RetouchNet | None = None,
     seed: int = 0,
-    progress: Callable[[Iterator[tuple[Path, Path]], int], Iterator[tuple[Path, Path]]] | None = None,
+    progress: ProgressCallback | None = None,
     on_error: Callable[[str], None] | None = None,
     model_name: str = "",
     base: Scorer | None = None,
 ) -> RetouchSummary:
     """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring).
 
-    ``base``: a scorer whose fitted edit is made first, ``scorer``'s on top of it (see
-    :func:`retouch_image`); scores before and after are ``scorer``'s.
+    Args:
+        in_dir: the photos (searched recursively; ``_variants/`` left out); never written to.
+        out_dir: where the retouched photos and ``scores.csv`` go; neither ``in_dir`` nor inside it.
+        scorer: the model the edits are fitted against and the scores are given by.
+        ops: the ops to fit (see :data:`retouch.OPS`).
+        settings: how edits are fitted (default :class:`~retouch.optimize.EditSettings`).
+        net: a trained retouching network: one pass per photo instead of fitting.
+        seed: fixes each photo's fit.
+        progress: told the photos retouched (failed ones included) of those not yet in ``out_dir``.
+        on_error: told each failed photo's one-line reason; the run carries on.
+        model_name: the ``model`` column of ``scores.csv``.
+        base: a scorer whose fitted edit is made first, ``scorer``'s on top of it (see
+            :func:`~persaes.core.retouching.retouch_image`); scores before and after are ``scorer``'s.
+
+    Returns:
+        The photos retouched, skipped (already in ``out_dir``) and failed.
+
+    Raises:
+        RetouchError: ``in_dir`` is missing, or ``out_dir`` is ``in_dir`` or inside it.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     pairs = plan(in_dir, out_dir)
@@ -213,8 +200,9 @@ def retouch_folder(
     summary = RetouchSummary()
     todo = [(s, d) for s, d in pairs if not d.exists()]
     summary.skipped = len(pairs) - len(todo)
-    items = progress(iter(todo), len(todo)) if progress else iter(todo)
-    for src, dst in items:
+    if progress:
+        progress(0, len(todo))
+    for done, (src, dst) in enumerate(todo, 1):
         try:
             full = to_tensor(open_rgb(src))[None].to(device)  # refuses bad files and bombs before anything else
             exif, icc_profile = source_metadata(src)
@@ -226,52 +214,14 @@ def retouch_folder(
             summary.failed.append(message)
             if on_error:
                 on_error(message)
-            continue
-        # the row first: a run killed in between leaves a row whose photo a rerun makes (and re-scores)
-        scores[dst.relative_to(out_dir).as_posix()] = {
-            "score_before": f"{before:.4f}", "score_after": f"{after:.4f}", "model": model_name}
-        _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
-        save_photo(result[0], dst, exif, icc_profile)
-        summary.done += 1
+        else:
+            # the row first: a run killed in between leaves a row whose photo a rerun makes (and re-scores)
+            scores[dst.relative_to(out_dir).as_posix()] = {
+                "score_before": f"{before:.4f}", "score_after": f"{after:.4f}", "model": model_name}
+            _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
+            save_photo(result[0], dst, exif, icc_profile)
+            summary.done += 1
+        if progress:
+            progress(done, len(todo))
     return summary
 
-
-def save_retouch_net(path: str | os.PathLike[str], net: RetouchNet, metadata: dict[str, object]) -> Path:
-    """Write a :class:`RetouchNet` as safetensors + JSON metadata, atomically."""
-    meta = {"format": NET_FORMAT, "ops": list(net.retoucher.ops), "input_size": net.input_size,
-            "width": net.encoder[0].out_channels, **metadata}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"persaes": json.dumps(meta, sort_keys=True)})
-    return path
-
-
-def load_retouch_net(path: str | os.PathLike[str]) -> tuple[RetouchNet, dict[str, object]]:
-    """Read a :class:`RetouchNet` written by :func:`save_retouch_net`; clear errors for other files."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise RetouchError(f"{path}: no such retouching model file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("persaes", "{}"))
-        tensors = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - any failure here is the file's
-        if is_pickle(path):
-            raise RetouchError(f"{path}: a pickle or torch.save file; persaes loads only safetensors (pickles can "
-                               "run code)") from None
-        raise RetouchError(f"{path}: not a valid retouching model ({str(exc).splitlines()[0]})") from None
-    if meta.get("format") != NET_FORMAT:
-        raise RetouchError(f"{path}: not a persaes retouching model (format {meta.get('format')!r})")
-    try:
-        net = RetouchNet(meta["ops"], input_size=int(meta["input_size"]), width=int(meta["width"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RetouchError(f"{path}: metadata does not describe a retouching model ({type(exc).__name__}: {exc})") from None
-    try:
-        net.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise RetouchError(f"{path}: tensors do not fit the model it describes ({load_error(exc)})") from None
-    return net.eval(), meta

@@ -1,10 +1,10 @@
 """Training pairs for the feed-forward retoucher: photos and the edits fitted to them.
 
 ``persaes train-retoucher`` fits each photo's edit as ``persaes retouch`` does
-(:func:`persaes.app.retouch_folder.retouch_image`: a profile's edit on top of the generic
+(:func:`persaes.core.retouching.retouch_image`: a profile's edit on top of the generic
 retouch), on the photo itself, and keeps square training copies of the photo and of its
-edit (:func:`fitted_pair`); the network learns to make those edits in one pass
-(:func:`retouch.optimize.train_retouch_net`).
+edit (:func:`fitted_pair`, for a folder's photos :func:`fit_pairs`); the network learns to
+make those edits in one pass (:func:`retouch.optimize.train_retouch_net`).
 
 Example::
 
@@ -17,20 +17,25 @@ Example::
 
 from __future__ import annotations
 
-import itertools
-import random
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from persaes.app.retouch_folder import retouch_image
+from persaes.app.progress import ProgressCallback
 from persaes.core.aesthetic_loss import AestheticLoss
-from persaes.io.images import to_bytes
+from persaes.core.retouching import retouch_image
+from persaes.io.images import ImageError, load_image, to_bytes
 from retouch.color import check_image
 from retouch.dehaze import resize_to_fit
 from retouch.optimize import EditSettings
+
+TEACHER_SIDE = 1024
+"""Longest side photos are read at for fitting their edits: edits are fitted on a 256-px copy and
+dehazing estimates haze on a 512-px one, so a larger photo gets the same edit."""
 
 
 def training_copy(image: Tensor, size: int) -> Tensor:
@@ -59,8 +64,17 @@ def fitted_pair(photo: Tensor, loss: AestheticLoss, ops: Sequence[str], settings
     return training_copy(photo, size), training_copy(edited, size)
 
 
-class EditPairs:
-    """Photos and their fitted edits, kept as 8-bit CPU tensors (a quarter of float32's memory)."""
+def _float_batch(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """8-bit ``(input, target)`` pairs stacked into a float batch in ``[0, 1]``."""
+    inputs, targets = default_collate(items)
+    return inputs.float() / 255, targets.float() / 255
+
+
+class EditPairs(Dataset[tuple[Tensor, Tensor]]):
+    """Photos and their fitted edits, kept as 8-bit CPU tensors (a quarter of float32's memory).
+
+    Item ``i`` is the ``i``-th pair added, as two uint8 :math:`(3, h, w)` tensors.
+    """
 
     def __init__(self) -> None:
         self._inputs: list[Tensor] = []
@@ -80,18 +94,64 @@ class EditPairs:
         self._inputs.append(to_bytes(image.detach()).cpu())
         self._targets.append(to_bytes(target.detach()).cpu())
 
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self._inputs[index][0], self._targets[index][0]
+
     def batches(self, batch_size: int, seed: int) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
-        """One epoch's ``(inputs, targets)`` float batches per call, in a new seeded order each call."""
+        """Shuffled float batches of the pairs, one epoch per call.
+
+        Args:
+            batch_size: pairs per batch; an epoch's last batch holds the rest.
+            seed: seeds the shuffling: each call of the result is a new order, and the same
+                seed gives the same sequence of orders.
+
+        Returns:
+            ``epoch()``: the ``(inputs, targets)`` batches of one pass over the pairs, both
+            :math:`(B, 3, h, w)` float in :math:`[0, 1]`, from a :class:`~torch.utils.data.DataLoader`.
+
+        Raises:
+            ValueError: ``batch_size`` is below 1, or there are no pairs.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        epochs = itertools.count()
+        if not len(self):
+            raise ValueError("no pairs to make batches of")
+        loader = DataLoader(self, batch_size=batch_size, shuffle=True, collate_fn=_float_batch,
+                            generator=torch.Generator().manual_seed(seed))
+        return lambda: iter(loader)
 
-        def epoch() -> Iterator[tuple[Tensor, Tensor]]:
-            order = list(range(len(self)))
-            random.Random(seed * 1_000_003 + next(epochs)).shuffle(order)
-            for start in range(0, len(order), batch_size):
-                chosen = order[start:start + batch_size]
-                yield (torch.cat([self._inputs[i] for i in chosen]).float() / 255,
-                       torch.cat([self._targets[i] for i in chosen]).float() / 255)
 
-        return epoch
+def fit_pairs(files: Sequence[str | os.PathLike[str]], loss: AestheticLoss, ops: Sequence[str],
+              settings: EditSettings, size: int, seed: int = 0, base: AestheticLoss | None = None,
+              progress: ProgressCallback | None = None,
+              on_error: Callable[[str], None] | None = None) -> EditPairs:
+    """The training pairs of photo files: each read at :data:`TEACHER_SIDE`, then :func:`fitted_pair`.
+
+    Args:
+        files: the photos.
+        loss: the loss the edits are fitted against; the photos go to its scorer's device.
+        ops: the ops to fit (see :data:`retouch.OPS`).
+        settings: how the edits are fitted.
+        size: the side of the square training copies.
+        seed: fixes each fit.
+        base: the loss of the retouch each edit is made on top of.
+        progress: told the files done (unreadable ones included).
+        on_error: told each unreadable file's one-line reason; the others are fitted.
+
+    Returns:
+        The pairs of the readable files, in file order.
+    """
+    pairs = EditPairs()
+    if progress:
+        progress(0, len(files))
+    for done, path in enumerate(files, 1):
+        try:
+            photo = load_image(path, max_side=TEACHER_SIDE)[None].to(loss.scorer.device)
+        except ImageError as exc:
+            if on_error:
+                on_error(str(exc))
+        else:
+            pairs.add(*fitted_pair(photo, loss, ops, settings, size, seed=seed, base=base))
+        if progress:
+            progress(done, len(files))
+    return pairs

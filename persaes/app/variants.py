@@ -6,17 +6,28 @@ the first free number, so no file is ever overwritten), and ``persaes personaliz
 sees them as album photos; each edit is described in ``_variants/edits.jsonl`` as
 ``{"variant", "source", "edit": {...}}``.
 
-Example::
-
-    >>> key = write_variant(Path("album"), "beach.jpg", image, seed=3)   # doctest: +SKIP
-    >>> key                                                              # doctest: +SKIP
+Example:
+    >>> import json, tempfile
+    >>> album = Path(tempfile.mkdtemp())
+    >>> image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))   # the photo beach.jpg
+    >>> write_variant(album, "beach.jpg", image, seed=3)
     '_variants/beach__v1.jpg'
+    >>> key = write_variant(album, "beach.jpg", image, seed=3)   # the next free number: nothing is overwritten
+    >>> key, is_variant(key)
+    ('_variants/beach__v2.jpg', True)
+    >>> with Image.open(album / key) as variant:
+    ...     variant.size
+    (64, 48)
+    >>> records = [json.loads(line) for line in (album / VARIANTS_DIR / "edits.jsonl").read_text().splitlines()]
+    >>> [(r["variant"], r["source"]) for r in records]
+    [('_variants/beach__v1.jpg', 'beach.jpg'), ('_variants/beach__v2.jpg', 'beach.jpg')]
+    >>> sorted(records[0]["edit"])
+    ['dehaze', 'ev', 'gains', 'kind', 'saturation']
 """
 
 from __future__ import annotations
 
 import io
-import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +37,8 @@ import torch
 from PIL import Image
 
 from persaes.io.atomic import atomic_write_bytes
-from persaes.io.preferences import json_line
+from persaes.io.images import to_pil
+from persaes.io.jsonl import append_json_line
 from retouch.degrade import random_edit
 
 VARIANTS_DIR = "_variants"
@@ -46,20 +58,6 @@ def jpeg_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """A 1×3×H×W tensor in [0, 1] as an 8-bit RGB image."""
-    array = image[0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    return Image.fromarray(array)
-
-
-def _append_json_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line durably (flushed and fsync'ed)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json_line(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _edit_record(description: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +81,15 @@ def write_variant(root: Path, source: str, image: torch.Tensor, seed: int,
         image: the photo, 1×3×H×W in ``[0, 1]``.
         seed: with the new key, fixes the edit.
         taken: keys to treat as used besides existing files.
+
+    Returns:
+        The variant's album-relative key, ``_variants/<stem>__v<k>.jpg``.
+
+    Raises:
+        ValueError: ``image`` is not one photo of shape 1×3×H×W.
     """
+    if image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"image must be one photo of shape (1, 3, H, W), got {tuple(image.shape)}")
     stem = Path(source).stem
     k = 1
     while taken(key := f"{VARIANTS_DIR}/{stem}__v{k}.jpg") or (root / key).exists():
@@ -92,6 +98,6 @@ def write_variant(root: Path, source: str, image: torch.Tensor, seed: int,
     edited, description = random_edit(image, generator)
     path = root / key
     path.parent.mkdir(exist_ok=True)
-    atomic_write_bytes(path, jpeg_bytes(tensor_to_pil(edited)))
-    _append_json_line(path.parent / "edits.jsonl", {"variant": key, "source": source, "edit": _edit_record(description)})
+    atomic_write_bytes(path, jpeg_bytes(to_pil(edited[0])))
+    append_json_line(path.parent / "edits.jsonl", {"variant": key, "source": source, "edit": _edit_record(description)})
     return key

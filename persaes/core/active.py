@@ -73,8 +73,9 @@ class ActivePairs:
     @staticmethod
     def for_photos(keys: Sequence[str], files: Sequence[str | os.PathLike[str]], seed: int = 0,
                    device: str = "auto") -> "ActivePairs":
-        """A chooser over photo ``files`` (album keys ``keys``), with the shipped generic model's
-        features (from the feature cache where present); unreadable files are left out.
+        """Build a chooser over photo ``files`` (album keys ``keys``) with the shipped generic model's features.
+
+        The features come from the feature cache where present; unreadable files are left out.
         """
         from persaes.core.scorer import load_scorer
 

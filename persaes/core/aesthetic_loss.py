@@ -23,9 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from persaes.core.losses import reduce_loss
+from persaes.core.model import SCORE_RANGE
 from persaes.core.scorer import Scorer, load_scorer
+from retouch.color import check_image
 
-MAX_SCORE = 10.0
+MAX_SCORE = SCORE_RANGE[1]
+"""The top of the score range: the loss is ``MAX_SCORE − f(x)``."""
 
 
 def aesthetic_loss(images: Tensor, scorer: Scorer, reduction: str = "mean") -> Tensor:
@@ -36,8 +39,7 @@ def aesthetic_loss(images: Tensor, scorer: Scorer, reduction: str = "mean") -> T
         scorer: the aesthetic model ``f`` (generic or a personal profile).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (B values in ``[0, 9]``).
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected B×3×H×W RGB images, got shape {tuple(images.shape)}")
+    check_image(images, "images")
     return reduce_loss(MAX_SCORE - scorer(images), reduction)
 
 
@@ -64,4 +66,5 @@ class AestheticLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, images: Tensor) -> Tensor:
+        """Return the reduced loss ``10 − f(images)`` of ``[0, 1]`` RGB images B×3×H×W."""
         return aesthetic_loss(images.to(self.scorer.device), self.scorer, self.reduction)

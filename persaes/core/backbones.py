@@ -113,15 +113,18 @@ def efficientnet_lite2_classifier(weights: str = "pretrained") -> nn.Module:
     renamed: dict[str, Tensor] = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
         if tensor.shape != ref.shape:
-            raise BackboneError(f"{path}: {src_key} has shape {tuple(tensor.shape)}, {dst_key} needs {tuple(ref.shape)}")
+            raise BackboneError(
+                f"{path}: {src_key} has shape {tuple(tensor.shape)}, {dst_key} needs {tuple(ref.shape)}"
+            )
         renamed[dst_key] = tensor
     model.load_state_dict(renamed, strict=True)
     return model.eval()
 
 
 class EfficientNetTaps(nn.Module):
-    """EfficientNet-Lite2 feature taps: Z1 = stage 3 (48 ch, stride 8), Z2 = stage 5
-    (120 ch, stride 16), Z3 = head conv (1280 ch, stride 32).
+    """EfficientNet-Lite2 cut into the three feature taps Z1, Z2 and Z3.
+
+    Z1 = stage 3 (48 ch, stride 8), Z2 = stage 5 (120 ch, stride 16), Z3 = head conv (1280 ch, stride 32).
     """
 
     def __init__(self, classifier: nn.Module) -> None:
@@ -132,6 +135,7 @@ class EfficientNetTaps(nn.Module):
         self.to_z3 = nn.Sequential(*classifier.blocks[5:], classifier.conv_head, classifier.bn2)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return the feature maps ``(z1, z2, z3)`` of the normalised images ``x`` (B×3×H×W)."""
         z1 = self.to_z1(self.stem(x))
         z2 = self.to_z2(z1)
         return z1, z2, self.to_z3(z2)
@@ -145,8 +149,9 @@ def _build_efficientnet_lite2(weights: str) -> nn.Module:
 
 
 class VGG16Taps(nn.Module):
-    """The paper's VGG16 taps: Z1 = conv4_3 + ReLU (10th conv), Z2 = conv5_3 + ReLU
-    (13th conv), Z3 = Z2 max-pooled.
+    """VGG16 cut into the paper's three feature taps Z1, Z2 and Z3.
+
+    Z1 = conv4_3 + ReLU (10th conv), Z2 = conv5_3 + ReLU (13th conv), Z3 = Z2 max-pooled.
     """
 
     def __init__(self, features: nn.Sequential) -> None:
@@ -156,14 +161,17 @@ class VGG16Taps(nn.Module):
         self.to_z3 = features[30]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return the feature maps ``(z1, z2, z3)`` of the normalised images ``x`` (B×3×H×W)."""
         z1 = self.to_z1(x)
         z2 = self.to_z2(z1)
         return z1, z2, self.to_z3(z2)
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """Tensors of a weights file: safetensors, or a torch state dict read with the
-    tensors-only loader (``weights_only=True`` executes no code from the file).
+    """Read the tensors of a weights file.
+
+    The file is safetensors, or a torch state dict read with the tensors-only loader
+    (``weights_only=True`` executes no code from the file).
     """
     if not path.is_file():
         raise BackboneError(f"{path}: weights file not found")

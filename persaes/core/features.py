@@ -1,15 +1,29 @@
 """Backbone features, computed once per photo and cached on disk.
 
-A photo's features are ``(Z1, Z2, pooled Z3)`` from the backbone, stored in float16 under
-``<cache>/<backbone>-<weights>/<sha256 of the file>.safetensors`` (atomic writes), so the
+A photo's features (:class:`Features`) are the backbone's ``Z1``, ``Z2`` and pooled ``Z3``
+with the quality branch's image statistics and thumbnail, stored under
+``<cache>/<backbone>-<weights>-v<CACHE_VERSION>/<sha[:2]>/<sha256>.safetensors`` (atomic writes), so the
 heads train in seconds on cached maps and a photo meets the backbone once.
 
-Example::
-
-    >>> cache = FeatureCache.default("efficientnet_lite2", "pretrained")      # doctest: +SKIP
-    >>> feats, problems = extract_features(model, ["a.jpg", "b.jpg"], cache)  # doctest: +SKIP
-    >>> feats.z1.shape                                                        # doctest: +SKIP
-    torch.Size([2, 48, 33, 33])
+Example:
+    >>> import tempfile
+    >>> from persaes.core.scorer import load_scorer
+    >>> from persaes.io.images import to_pil
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> g = torch.Generator().manual_seed(0)
+    >>> for name in ("a", "b"):
+    ...     to_pil(torch.rand(3, 48, 64, generator=g)).save(folder / f"{name}.png")
+    >>> model = load_scorer("generic", device="cpu").model
+    >>> cache = FeatureCache(folder / "cache", model.spec.name, "pretrained")   # default: FeatureCache.default
+    >>> paths = [folder / "a.png", folder / "missing.png", folder / "b.png"]
+    >>> feats, found, problems = extract_features(model, paths, cache)
+    >>> feats.z1.shape, feats.z3.shape, feats.stats.shape, found, len(problems)
+    (torch.Size([2, 48, 17, 17]), torch.Size([2, 1280]), torch.Size([2, 21]), [0, 2], 1)
+    >>> len(list(cache.folder.rglob("*.safetensors")))
+    2
+    >>> again, _, _ = extract_features(model, paths, cache)   # now read from the cache
+    >>> torch.equal(again.z3, feats.z3)
+    True
 """
 
 from __future__ import annotations
@@ -21,12 +35,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from persaes.core.model import AestheticModel, load_square
-from persaes.io.atomic import atomic_path
 from persaes.io.images import ImageError
+from persaes.io.safetensors_file import SafetensorsFileError, read_safetensors, write_safetensors
 
 CACHE_ENV = "PERSAES_CACHE"
 CACHE_VERSION = 5
@@ -46,7 +59,9 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 @dataclass
 class Features:
-    """Stacked features of N photos: ``z1`` N×C1×H1×W1, ``z2`` N×C2×H2×W2, ``z3`` N×C3 (float16 or 32),
+    """Stacked features of N photos, the head's inputs.
+
+    ``z1`` N×C1×H1×W1, ``z2`` N×C2×H2×W2, ``z3`` N×C3 (float16 or 32),
     ``stats`` N×21 (:func:`persaes.core.model.image_statistics`, float32) and ``thumb`` N×3×96×96
     (:func:`persaes.core.model.thumbnail`, float16).
     """
@@ -102,21 +117,17 @@ class FeatureCache:
 
     def get(self, digest: str) -> Features | None:
         """Cached features of one photo (each tensor with a leading 1), or None."""
-        path = self._file(digest)
-        if not path.is_file():
-            return None
         try:
-            t = load_file(str(path))
-            return Features(*(t[k] for k in _FIELDS))
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            tensors, _ = read_safetensors(self._file(digest), key=None)
+        except (FileNotFoundError, SafetensorsFileError):  # not cached, or a damaged entry to recompute
             return None
+        if any(k not in tensors for k in _FIELDS):
+            return None
+        return Features(*(tensors[k] for k in _FIELDS))
 
     def put(self, digest: str, feats: Features) -> None:
         """Store one photo's features atomically."""
-        path = self._file(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file({k: getattr(feats, k).contiguous() for k in _FIELDS}, str(tmp))
+        write_safetensors(self._file(digest), {k: getattr(feats, k) for k in _FIELDS})
 
 
 @torch.no_grad()

@@ -20,15 +20,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from persaes.io.atomic import atomic_path
+from persaes.io.safetensors_file import read_safetensors, write_safetensors
 
 __all__ = ["KnnIndex"]
 
@@ -189,16 +186,22 @@ class KnnIndex:
             "dim": self.dim,
             "backbone": self.backbone if backbone is None else backbone,
         }
-        with atomic_path(path) as tmp:
-            save_file(
-                {"features": self.features.contiguous()},
-                tmp,
-                metadata={_META_KEY: json.dumps(meta, ensure_ascii=False)},
-            )
+        write_safetensors(path, {"features": self.features}, meta, key=_META_KEY)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KnnIndex:
         """Read an index written by ``save``.
+
+        Args:
+            path: the index file.
+
+        Returns:
+            The index, with the backbone name it was saved with.
+
+        Raises:
+            FileNotFoundError: ``path`` is not a file.
+            ValueError: not a readable persaes KNN index (a
+                :class:`~persaes.io.safetensors_file.SafetensorsFileError` when the file itself is at fault).
 
         Example::
 
@@ -208,12 +211,10 @@ class KnnIndex:
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"{file}: KNN index file not found")
-        with safe_open(str(file), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY)
-            if raw is None or "features" not in f.keys():
-                raise ValueError(f"{file}: not a persaes KNN index (no features tensor or {_META_KEY} metadata)")
-            features = f.get_tensor("features")
-        meta = json.loads(raw)
+        tensors, meta = read_safetensors(file, key=_META_KEY, what="KNN index")
+        features = tensors.get("features")
+        if features is None:
+            raise ValueError(f"{file}: not a persaes KNN index (no features tensor)")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{file}: unsupported KNN index format {meta.get('format')!r}")
         if features.dim() != 2 or features.shape[1] != meta["dim"]:

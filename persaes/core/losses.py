@@ -19,12 +19,14 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def reduce_loss(values: Tensor, reduction: str) -> Tensor:
+    """Reduce per-item loss ``values`` by ``reduction``: ``"mean"``, ``"sum"`` or ``"none"``."""
     if reduction == "mean":
         return values.mean()
     if reduction == "sum":
@@ -63,8 +65,15 @@ def _check_pair(preferred: Tensor, other: Tensor) -> Tensor:
 
 
 def hinge_pair_loss(preferred: Tensor, other: Tensor, margin: float = 0.1, reduction: str = "mean") -> Tensor:
-    """``max(0, f(x₂) − f(x₁) + margin)`` where ``preferred = f(x₁)``, ``other = f(x₂)`` (shape B)."""
-    return reduce_loss(torch.relu(_check_pair(preferred, other) + margin), reduction)
+    """``max(0, f(x₂) − f(x₁) + margin)`` where ``preferred = f(x₁)``, ``other = f(x₂)`` (shape B).
+
+    Example:
+        >>> hinge_pair_loss(torch.tensor([6.0, 5.0]), torch.tensor([5.0, 5.05]), reduction="none")
+        tensor([0.0000, 0.1500])
+    """
+    _check_pair(preferred, other)
+    target = torch.ones_like(preferred)
+    return reduce_loss(F.margin_ranking_loss(preferred, other, target, margin=margin, reduction="none"), reduction)
 
 
 def exp_pair_loss(preferred: Tensor, other: Tensor, reduction: str = "mean") -> Tensor:

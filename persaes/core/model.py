@@ -12,9 +12,9 @@ Design choices where the paper is silent (documented here, switchable where benc
 * Pooling: ``Z1' = A1·Z1`` and ``Z2' = A2·Z2`` are average-pooled; ``Z3`` is average-pooled
   (so only the pooled ``Z3`` vector is ever needed, which keeps the feature cache small).
 * ``attention=False`` replaces both maps by ones (the benchmark's ``no-attention`` ablation).
-* The concatenated vector goes through dropout and a 10-way linear layer. (It was
-  layer-normalised at first; that threw away the overall scale of the features and
-  ranked held-out photos worse, benchmarks/README.md.)
+* The concatenated vector goes through dropout and a 10-way linear layer, with no layer
+  normalisation: the overall scale of the features carries information, and normalising it
+  away ranks held-out photos worse (benchmarks/README.md).
 * A quality branch (:class:`QualityNet`), content-free: an MLP on :func:`image_statistics`
   (tone, clipping, saturation, sharpness, haze and colour cast), optionally beside a small
   CNN on a 96×96 thumbnail. Its 10 logits are added to the linear layer's. The frozen
@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from persaes.core.backbones import BackboneSpec
 from persaes.core.taste import TastePart, tilt
 from persaes.io.images import load_image
+from retouch.color import check_image
 from retouch.dehaze import dark_channel
 from retouch.metrics import colourfulness
 
@@ -56,11 +57,6 @@ STATS = 21
 THUMB = 96
 _DARK_PATCH = 15
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def _check_rgb(image: Tensor) -> None:
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(image.shape)}")
 
 
 def distribution_to_score(p: Tensor) -> Tensor:
@@ -90,7 +86,7 @@ def image_statistics(image: Tensor) -> Tensor:
         >>> image_statistics(torch.full((1, 3, 8, 8), 0.5))[0, :2]
         tensor([0.5000, 0.0000])
     """
-    _check_rgb(image)
+    check_image(image)
     luma = rgb_to_grayscale(image).flatten(1)
     levels = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=image.dtype, device=image.device)
     top, bottom = image.amax(dim=1), image.amin(dim=1)
@@ -119,12 +115,12 @@ def image_statistics(image: Tensor) -> Tensor:
 
 def thumbnail(square: Tensor) -> Tensor:
     """The quality branch's input: B×3×:data:`THUMB`×:data:`THUMB` of ``[0, 1]`` RGB images (differentiable)."""
-    _check_rgb(square)
+    check_image(square)
     return resize_square(square, THUMB)
 
 
 class QualityNet(nn.Module):
-    """The content-free quality branch: an MLP on :func:`image_statistics`, optionally beside a small CNN on a thumbnail.
+    """The content-free quality branch: an MLP on :func:`image_statistics`, optionally beside a thumbnail CNN.
 
     The standardised statistics are mapped by a two-layer MLP of ``hidden`` units to 10
     logits. With ``width > 0``, four 3×3 stride-2 convolutions (``width``, 2, 4 and 4 ×
@@ -132,8 +128,8 @@ class QualityNet(nn.Module):
     concatenated with the statistics first. The default is the statistics alone: trained on
     a few hundred photos, the CNN learns the photos themselves rather than what was done to
     them, and ranks the degraded versions of new photos worse (benchmarks/README.md, §2).
-    The shipped generic weights still use width 16: a profile fine-tuned from them follows
-    a simulated user's taste further (§3).
+    The shipped generic weights use width 16: a profile fine-tuned from them follows a
+    simulated user's taste further (§3).
 
     Args:
         width: channels of the first convolution; 0 (default) for no CNN.
@@ -161,6 +157,7 @@ class QualityNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(STATS + 8 * width, hidden), nn.ReLU(), nn.Linear(hidden, BINS))
 
     def forward(self, stats: Tensor, thumb: Tensor) -> Tensor:
+        """Return the quality branch's B×10 logits of standardised ``stats`` and ``[0, 1]`` thumbnails ``thumb``."""
         if self.conv is None:
             return self.mlp(stats)
         maps = self.conv((thumb - 0.5) / 0.25)
@@ -277,8 +274,9 @@ def resize_square(image: Tensor, size: int) -> Tensor:
 
 
 def load_square(path: str | os.PathLike[str], size: int) -> Tensor:
-    """A photo file as the backbone's square input: 1×3×``size``×``size`` in ``[0, 1]``
-    (decoded at reduced scale where the format allows, then :func:`resize_square`).
+    """Load a photo file as the backbone's square input: 1×3×``size``×``size`` in ``[0, 1]``.
+
+    The file is decoded at reduced scale where the format allows, then resized by :func:`resize_square`.
     """
     return resize_square(load_image(path, max_side=2 * size)[None], size)
 
@@ -288,7 +286,7 @@ def preprocess(image: Tensor, spec: BackboneSpec) -> Tensor:
 
     Differentiable (bilinear with antialiasing when shrinking), so gradients reach the pixels.
     """
-    _check_rgb(image)
+    check_image(image)
     return normalize(resize_square(image, spec.input_size), spec)
 
 
@@ -319,7 +317,7 @@ class AestheticModel(nn.Module):
 
     def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics, thumbnail)`` of ``[0, 1]`` RGB images B×3×H×W."""
-        _check_rgb(image)
+        check_image(image)
         square = resize_square(image, self.spec.input_size)
         z1, z2, z3 = self.backbone(normalize(square, self.spec))
         return (F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3)), image_statistics(square),

@@ -9,11 +9,31 @@ The stages are separate functions so the benchmark runs exactly the code that
 * :func:`personal_stage` — the head fine-tuned on answered + inferred pairs.
 * :func:`personalize` — reads the album and answers, runs both, writes the profile.
 
-Example::
-
-    >>> report = personalize("album/", "answers.jsonl", "me.safetensors")   # doctest: +SKIP
-    >>> report.answered, report.inferred                                    # doctest: +SKIP
-    (100, 212)
+Example:
+    >>> import tempfile
+    >>> from persaes.core.scorer import load_scorer
+    >>> from persaes.io.images import to_pil
+    >>> from persaes.io.preferences import Answer, append_answer
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> (tmp / "album").mkdir()
+    >>> g = torch.Generator().manual_seed(0)
+    >>> for name, level in [("dark", 0.3), ("mid", 0.6), ("bright", 1.0)]:
+    ...     to_pil(level * torch.rand(3, 48, 64, generator=g)).save(tmp / "album" / f"{name}.jpg")
+    >>> answers = tmp / "answers.jsonl"                       # someone who likes dark photos
+    >>> append_answer(answers, Answer("dark.jpg", "mid.jpg"))
+    >>> append_answer(answers, Answer("mid.jpg", "bright.jpg"))
+    >>> answers.read_text().splitlines()[0]
+    '{"winner": "dark.jpg", "loser": "mid.jpg"}'
+    >>> fixed = PersonalSettings(style_l2=1.0, content_l2=1.0)   # too few answers to cross-validate
+    >>> cache = FeatureCache(tmp / "cache", DEFAULT_BACKBONE, "pretrained")   # default: FeatureCache.default
+    >>> report = personalize(tmp / "album", answers, tmp / "me.safetensors", device="cpu", personal=fixed,
+    ...                      cache=cache)
+    >>> report.answered, report.inferred, report.photos, report.problems
+    (2, 1, 3, [])
+    >>> scores = load_scorer(report.profile, device="cpu").score([tmp / "album" / "dark.jpg",
+    ...                                                           tmp / "album" / "bright.jpg"])
+    >>> bool(scores[0] > scores[1])                          # the profile prefers the dark photo
+    True
 """
 
 from __future__ import annotations
@@ -56,7 +76,9 @@ log = logging.getLogger("persaes")
 #: neighbours are a few hundred references, and a regressor trained on them ranks new photos
 #: worse than one trained on more (benchmarks/README.md §1, ``paper-knn``); 0 is the paper's hard K.
 MIN_REFERENCES = 1000
-Progress = Callable[[str, int, int], None]
+StageCallback = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: the named stage has ``done`` of its ``total`` items done; each stage
+is first reported with 0 done."""
 
 
 class PersonalizeError(ValueError):
@@ -73,6 +95,7 @@ class Album:
 
     @staticmethod
     def read(root: str | os.PathLike[str]) -> "Album":
+        """The album's photos under ``root`` (recursively), or a one-line error if it is no folder."""
         root = Path(root)
         if not root.is_dir():
             raise PersonalizeError(f"{root}: album folder not found")
@@ -124,6 +147,9 @@ def generic_stage(
         album_pooled: pooled features of the album photos, A×C3.
         k: neighbours per album photo (the paper's K = 50), doubled until the union holds at
             least ``min_references`` references (:meth:`persaes.core.knn.KnnIndex.union_at_least`).
+        settings: the generic stage's training settings (default :class:`GenericSettings`).
+        seed: fixes the initial shuffles and dropout.
+        device: where the head trains.
         min_references: see :data:`MIN_REFERENCES`; 0 keeps the paper's hard K.
 
     Returns:
@@ -131,7 +157,8 @@ def generic_stage(
     """
     index = KnnIndex(ref_feats.pooled(), [str(i) for i in range(len(ref_feats))])
     union = index.union_at_least(album_pooled.float(), k, min_references)
-    train_generic(head, lambda i: ref_feats.take(union[i], device), ref_hists[union], settings or GenericSettings(), seed)
+    train_generic(head, lambda i: ref_feats.take(union[i], device), ref_hists[union], settings or GenericSettings(),
+                  seed)
     return union
 
 
@@ -168,13 +195,13 @@ def personal_stage(
     return PersonalFit(history, choice)
 
 
-def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+def _report(progress: StageCallback | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
         progress(stage, done, total)
 
 
 def _features(model: AestheticModel, files: Sequence[Path], cache: FeatureCache, stage: str,
-              progress: Progress | None) -> tuple[Features, list[int], list[str]]:
+              progress: StageCallback | None) -> tuple[Features, list[int], list[str]]:
     done = [0]
     _report(progress, stage, 0, len(files))
 
@@ -199,7 +226,7 @@ def personalize(
     finetune_backbone: bool = False,
     start: str | os.PathLike[str] = "generic",
     cache: FeatureCache | None = None,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
 ) -> PersonalizeReport:
     """Make a personal profile from an album and its preference answers.
 
@@ -214,11 +241,15 @@ def personalize(
         min_references: the fewest references the generic stage trains on (:data:`MIN_REFERENCES`).
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: fixes every random choice (same inputs + seed → bit-identical profile on CPU).
+        generic: the generic stage's settings when ``references`` are given (default
+            :class:`~persaes.core.train.GenericSettings`).
         personal: the personal stage's settings (default: the ``taste`` preset of
             :data:`~persaes.core.train.PERSONAL_PRESETS`, its strengths chosen from the answers).
         finetune_backbone: fine-tune the backbone too (the paper's full fine-tune; GPU).
         start: starting weights when no references are given.
-        progress: ``progress(stage, done, total)`` callback.
+        cache: the feature cache (default: :meth:`FeatureCache.default` for the backbone).
+        progress: told each stage's progress (:data:`StageCallback`): album features, reference
+            features, generic stage, personal stage.
 
     Raises:
         PersonalizeError: fewer than two readable photos, or no usable pair.

@@ -1,12 +1,24 @@
 """The scorer: one entry point from a name or file to aesthetic scores in ``[1, 10]``.
 
-Example::
-
-    >>> scorer = load_scorer("generic")                       # doctest: +SKIP
-    >>> scorer.score(["a.jpg", "b.jpg"])                       # doctest: +SKIP
-    tensor([5.61, 4.87])
-    >>> x = torch.rand(1, 3, 256, 256, requires_grad=True)
-    >>> scorer(x).sum().backward()                             # doctest: +SKIP
+Example:
+    >>> import tempfile
+    >>> from persaes.io.images import to_pil
+    >>> scorer = load_scorer("generic", device="cpu")
+    >>> photos = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    >>> scores = scorer.score(photos)                  # tensors, PIL images or files; no gradient
+    >>> scores.shape, bool(((scores >= 1) & (scores <= 10)).all())
+    (torch.Size([2]), True)
+    >>> path = Path(tempfile.mkdtemp()) / "a.png"
+    >>> to_pil(photos[0]).save(path)
+    >>> scorer.score([path]).shape
+    torch.Size([1])
+    >>> x = photos.clone().requires_grad_()
+    >>> y = scorer(x)                                  # the same scores, differentiable in the pixels
+    >>> torch.allclose(y, scores, atol=1e-5)
+    True
+    >>> y.sum().backward()
+    >>> x.grad.shape
+    torch.Size([2, 3, 48, 64])
 """
 
 from __future__ import annotations
@@ -65,6 +77,7 @@ class Scorer(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.model.parameters()).device
 
     def forward(self, images: Tensor) -> Tensor:

@@ -83,9 +83,11 @@ class TastePart(nn.Module):
         self.register_buffer("content_scale", torch.ones(content))
 
     def content_features(self, z3: Tensor) -> Tensor:
+        """Return the content features ``(z3 − content_mean) / content_scale`` of B×content ``z3``."""
         return (z3 - self.content_mean) / self.content_scale
 
     def forward(self, stats: Tensor, z3: Tensor) -> Tensor:
+        """Return the tilt ``δ`` (B) of B×stats ``stats`` and B×content ``z3``."""
         return stats @ self.style + self.content_features(z3) @ self.content
 
 
@@ -118,13 +120,16 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
 
     Args:
         logits: the generic head's logits of the N photos, N×10.
-        style: their standardised statistics, N×S; content: their content features, N×C.
+        style: their standardised statistics, N×S.
+        content: their content features, N×C.
         pairs: M×2 LongTensor of rows.
-        style_l2, content_l2: L2 strengths (``math.inf``: that part stays zero).
+        style_l2: L2 strength of the style part (``math.inf``: that part stays zero).
+        content_l2: L2 strength of the content part (``math.inf``: that part stays zero).
         beta: the logistic scale on score differences while the weights are fitted; default:
             one over the standard deviation of the generic scores of the N photos, so that the
             generic model is an offset of unit scale (a free scale would let answers against
             the generic model shrink it to zero before the taste part can learn anything).
+        steps: most L-BFGS iterations of the fit.
 
     Returns:
         The weights (zeros for a part left out) and the scale that then fits the pairs best
@@ -156,9 +161,10 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
 
 
 def calibrate(diff: Tensor, beta: float) -> float:
-    """The logistic scale of least loss on score differences ``diff`` (winner minus loser), from
-    0 and a geometric grid of ``beta``·10^[-2, 2]: with it, a candidate whose scores order
-    held-out answers no better than chance predicts them at about 1/2, not confidently wrong.
+    """Return the logistic scale of least loss on score differences ``diff`` (winner minus loser).
+
+    The scale is chosen from 0 and a geometric grid of ``beta``·10^[-2, 2]: with it, a candidate whose
+    scores order held-out answers no better than chance predicts them at about 1/2, not confidently wrong.
     """
     grid = torch.cat([torch.zeros(1), beta * torch.logspace(-2, 2, 41)]).to(diff)
     losses = F.softplus(-grid[:, None] * diff[None]).sum(1)
@@ -183,8 +189,10 @@ def expanded_pairs(answered: Tensor) -> Tensor:
 
 
 def photo_folds(answered: Tensor, folds: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
-    """Cross-validation folds that hold out *photos*: the photos of ``answered`` (M×2 rows) in
-    ``folds`` seeded groups (one group per photo up to :data:`LEAVE_ONE_OUT` photos); each fold trains on the answers about none of a group's photos and
+    """Return cross-validation folds that hold out *photos*, as (training mask, test rows) pairs.
+
+    The photos of ``answered`` (M×2 rows) fall in ``folds`` seeded groups (one group per photo up to
+    :data:`LEAVE_ONE_OUT` photos); each fold trains on the answers about none of a group's photos and
     tests on the answers about at least one. (Folds of answers would test on photos the fit has
     seen: with ten photos, any ranking of them is fitted perfectly.) Folds with no training or
     no test answer are left out.
@@ -204,16 +212,17 @@ def photo_folds(answered: Tensor, folds: int, seed: int = 0) -> list[tuple[Tenso
 def choose_strength(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor, seed: int = 0,
                     style_grid: Sequence[float] | None = None, content_grid: Sequence[float] | None = None,
                     folds: int | None = None) -> TasteChoice:
-    """The strengths whose fits predict held-out answers best (k-fold over photos,
-    :func:`photo_folds`, each fold's training answers expanded by one-step transitivity; the out-of-fold score differences share one
-    logistic scale, :func:`calibrate`): the style strength first (no content part), then the
-    content strength beside it; then the generic model (both ``inf``) is kept unless the best
-    beats it by more than :data:`SE_SHARE` of a standard error, so answers no better than
-    chance keep the generic model.
+    """Choose the L2 strengths of the taste part whose fits predict held-out answers best.
+
+    The choice is cross-validated k-fold over photos (:func:`photo_folds`), each fold's training answers
+    expanded by one-step transitivity; the out-of-fold score differences share one logistic scale
+    (:func:`calibrate`). The style strength is chosen first (no content part), then the content strength
+    beside it; then the generic model (both ``inf``) is kept unless the best beats it by more than
+    :data:`SE_SHARE` of a standard error, so answers no better than chance keep the generic model.
     ``(inf, inf)`` with fewer than :data:`MIN_ANSWERS` answers or with answers about no more
     photos than there are style statistics: any order of so few photos is fitted by the
-    statistics alone, and on real people's ratings of ten photos (benchmarks/README.md §1) the
-    fit then ranked new photos worse than the generic model. ``None`` grids are :data:`STYLE_L2` and
+    statistics alone, and on real people's ratings of ten photos (benchmarks/README.md §1) such a
+    fit ranks new photos worse than the generic model. ``None`` grids are :data:`STYLE_L2` and
     :data:`CONTENT_L2`; a grid of one value fixes that strength.
     """
     style_grid = STYLE_L2 if style_grid is None else tuple(style_grid)

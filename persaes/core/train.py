@@ -4,16 +4,27 @@
   references' histograms, optionally joined by a ranking objective on pairs (the quality
   prior: an original beats its degraded versions).
 * Personal stage (:func:`train_personal`): a pairwise loss (hinge, margin 0.1, by default)
-  on the user's answered and inferred pairs; Adam with the learning rate halved every
+  on the user's answered and inferred pairs; AdamW with the learning rate halved every
   ``halve_every`` iterations, as in the paper; optional pull toward the starting weights.
 
 Features come from a *source*: a function from a LongTensor of photo indices to
-``(Z1, Z2, pooled Z3)`` float32 tensors. :meth:`persaes.core.features.Features.take` is the
-cached source; :func:`live_source` runs the backbone (for ``--finetune-backbone``).
+``(Z1, Z2, pooled Z3, statistics, thumbnail)`` float32 tensors.
+:meth:`persaes.core.features.Features.take` is the cached source; :func:`live_source` runs the
+backbone (for ``--finetune-backbone``).
 
-Example::
-
-    >>> stats = train_personal(head, feats.take, pairs, PersonalSettings())   # doctest: +SKIP
+Example:
+    >>> from persaes.core.features import Features
+    >>> g = torch.Generator().manual_seed(0)                 # tiny stand-ins for 4 photos' cached features
+    >>> feats = Features(torch.randn(4, 8, 3, 3, generator=g), torch.randn(4, 16, 3, 3, generator=g),
+    ...                  torch.randn(4, 32, generator=g), torch.randn(4, STATS, generator=g), torch.zeros(4, 3, 96, 96))
+    >>> head = AttentionHead((8, 16, 32))                     # channels of Z1, Z2, Z3
+    >>> pairs = torch.tensor([[0, 1], [1, 2], [2, 3]])        # photo 0 preferred to 1, 1 to 2, 2 to 3
+    >>> losses = train_personal(head, feats.take, pairs, PersonalSettings(iterations=20, lr=1e-2))
+    >>> len(losses), losses[-1]
+    (20, 0.0)
+    >>> scores = distribution_to_score(head(*feats.take([0, 1, 2, 3])))
+    >>> bool((scores[:-1] > scores[1:]).all())                # the head now ranks the photos as answered
+    True
 """
 
 from __future__ import annotations
@@ -26,27 +37,37 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from persaes.core.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
 from persaes.core.model import STATS, AestheticModel, AttentionHead, distribution_to_score
 from persaes.core.taste import TasteChoice, TastePart, choose_strength, expanded_pairs, fit_taste
-from persaes.io.atomic import atomic_path
+from persaes.io.safetensors_file import read_safetensors, write_safetensors
 
 Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
 
 
-@dataclass
+def _require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``: the settings' checks on construction."""
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
 class GenericSettings:
-    """Generic stage: the paper's 10 epochs at batch 32 (Adam).
+    """Generic stage: the paper's 10 epochs at batch 32 (AdamW), validated on construction.
 
     ``pair_weight``, ``pair_margin`` and ``pair_content_grad`` shape the optional ranking term
     on pairs (the quality prior); ``pair_content_grad`` is the share of that term's gradient
-    that reaches the head's content path (see :meth:`persaes.core.model.AttentionHead.forward`).
-    At 1 the pairs also reshape how photos are ranked by content, and held-out photos were
-    ranked by consensus beauty worse (benchmarks/README.md, restore).
+    that reaches the head's content path (see :meth:`persaes.core.model.AttentionHead.forward`):
+    at 1 the pairs also reshape how photos are ranked by content, which ranks held-out photos by
+    consensus beauty worse (benchmarks/README.md, §2).
+
+    Example:
+        >>> GenericSettings(epochs=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: epochs must be a whole number >= 1, got 0
     """
 
     epochs: int = 10
@@ -57,14 +78,61 @@ class GenericSettings:
     pair_margin: float = 0.1
     pair_content_grad: float = 0.5
 
+    def __post_init__(self) -> None:
+        _require(isinstance(self.epochs, int) and self.epochs >= 1,
+                 f"epochs must be a whole number >= 1, got {self.epochs!r}")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
+                 f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        _require(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        _require(self.weight_decay >= 0 and self.pair_weight >= 0 and self.pair_margin >= 0,
+                 "weight_decay, pair_weight and pair_margin must be >= 0")
+        _require(0.0 <= self.pair_content_grad <= 1.0,
+                 f"pair_content_grad must be in [0, 1], got {self.pair_content_grad!r}")
+
     def as_dict(self) -> dict[str, float]:
+        """The settings as a JSON-able dict (recorded in weights metadata)."""
         return asdict(self)
 
 
-SHIPPED_GENERIC = GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)
-"""The recipe of the shipped ``weights/generic.safetensors`` (``weights/recipes/make_generic.py``): 40 epochs
-over the references, each going over all quality-prior pairs once, with a ranking term of weight 3
-and margin 0.5 (benchmarks/README.md, §2)."""
+@dataclass(frozen=True)
+class GenericRecipe:
+    """How a generic weights file is made from its data (``weights/recipes/make_generic.py``).
+
+    ``training`` is the generic stage's settings over the rated references and the quality
+    prior's pairs; ``quality_width`` the channels of the quality branch's thumbnail CNN (0: the
+    content-free statistics alone); ``draws`` the seeded versions per training photo and
+    degradation kind. ``harden_rounds`` rounds of hardening against the retouching optimiser
+    each fit the generic retouch of ``harden_photos`` further training photos against the
+    weights as they are; every edit scored more than ``harden_gain`` above its original becomes
+    a pair the original wins (entered ``harden_repeat`` times an epoch), and the head trains
+    ``harden_epochs`` more epochs on all pairs.
+    """
+
+    training: GenericSettings
+    quality_width: int = 16
+    draws: int = 2
+    harden_rounds: int = 0
+    harden_photos: int = 120
+    harden_gain: float = 0.05
+    harden_epochs: int = 3
+    harden_repeat: int = 20
+
+    def __post_init__(self) -> None:
+        _require(self.quality_width >= 0 and self.harden_rounds >= 0, "quality_width and harden_rounds must be >= 0")
+        _require(self.draws >= 1 and self.harden_photos >= 1 and self.harden_epochs >= 1 and self.harden_repeat >= 1,
+                 "draws, harden_photos, harden_epochs and harden_repeat must be >= 1")
+
+
+GENERIC_RECIPES: dict[str, GenericRecipe] = {
+    "shipped": GenericRecipe(GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)),
+    "hardened": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0,
+                              harden_rounds=2),
+}
+"""Named generic recipes. ``shipped`` makes ``weights/generic.safetensors``: 40 epochs over the
+references, each going over all quality-prior pairs once, a ranking term of weight 3 and margin
+0.5, a thumbnail CNN of width 16 beside the statistics. ``hardened`` is the statistics-only
+branch with two hardening rounds: it ranks held-out photos' versions better and retouches clean
+photos more faithfully, but personalizes worse (benchmarks/README.md, §2)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +145,7 @@ class PersonalSettings:
     k-fold cross-validation on the answers choose them (:func:`persaes.core.taste.choose_strength`).
 
     ``iterations > 0`` first fine-tunes the head itself with the paper's pairwise loss (hinge,
-    margin 0.1), Adam with the learning rate halved every ``halve_every`` steps. ``anchor``
+    margin 0.1), AdamW with the learning rate halved every ``halve_every`` steps. ``anchor``
     weighs an L2 pull of the trained parameters toward their starting values; ``layers`` is
     ``"all"`` (the whole head) or ``"fc"`` (the final linear layer). ``iterations="auto"``
     holds out a seeded fifth of the pairs and keeps the best of :data:`AUTO_CANDIDATES`.
@@ -99,7 +167,23 @@ class PersonalSettings:
     weight_decay: float = 0.0
     layers: str = "all"
 
+    def __post_init__(self) -> None:
+        _require(self.iterations == "auto" or (isinstance(self.iterations, int) and self.iterations >= 0),
+                 f"iterations must be 'auto' or a whole number >= 0, got {self.iterations!r}")
+        _require(self.loss in PAIR_LOSSES, f"unknown pairwise loss {self.loss!r}; known: {', '.join(PAIR_LOSSES)}")
+        _require(self.layers in ("all", "fc"), f"layers must be 'all' or 'fc', got {self.layers!r}")
+        _require(self.epochs is None or self.epochs > 0, f"epochs must be None or > 0, got {self.epochs!r}")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
+                 f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        _require(self.lr > 0 and self.halve_every >= 1, "lr must be > 0 and halve_every >= 1")
+        _require(self.margin >= 0 and self.anchor >= 0 and self.weight_decay >= 0,
+                 "margin, anchor and weight_decay must be >= 0")
+        for name in ("style_l2", "content_l2"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"{name} must be None (chosen by cross-validation) or > 0")
+
     def as_dict(self) -> dict[str, float | str | bool | None]:
+        """The settings as a JSON-able dict (recorded in profile metadata)."""
         return asdict(self)
 
 
@@ -129,8 +213,10 @@ def _pair_accuracy(head: AttentionHead, source: Source, pairs: Tensor) -> float:
 
 def choose_iterations(head: AttentionHead, source: Source, pairs: Tensor, settings: PersonalSettings,
                       seed: int = 0) -> int:
-    """How many iterations to fine-tune on ``pairs``: the best held-out count of a trial run
-    (see :class:`PersonalSettings`); with fewer than 10 pairs, the middle candidate.
+    """Choose how many iterations to fine-tune on ``pairs``.
+
+    The choice is the best held-out count of a trial run (see :class:`PersonalSettings`); with fewer than
+    10 pairs, the middle candidate.
     """
     if len(pairs) < 10:
         return AUTO_CANDIDATES[len(AUTO_CANDIDATES) // 2]
@@ -165,23 +251,27 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Te
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The shuffling generator of one epoch: each epoch's draws depend only on (seed, epoch), so
-    a run resumed from a saved epoch makes the same batches as one that never stopped.
+    """Return the shuffling generator of one epoch.
+
+    Each epoch's draws depend only on (seed, epoch), so a run resumed from a saved epoch makes the same
+    batches as one that never stopped.
     """
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+_STATE_KEY = "persaes_training"
+"""The safetensors header key of a training state's metadata."""
 
 
 def save_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.Optimizer, epoch: int,
                         history: list[float], fingerprint: dict[str, object]) -> None:
     """Write the head, the optimiser's moments and the epochs done to ``path`` (safetensors + JSON), atomically."""
-    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    tensors = {f"head.{k}": v for k, v in head.state_dict().items()}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
     meta = {"epoch": epoch, "history": history, "fingerprint": fingerprint}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"persaes_training": json.dumps(meta, sort_keys=True)})
+    write_safetensors(path, tensors, meta, key=_STATE_KEY)
 
 
 def load_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.Optimizer,
@@ -191,12 +281,7 @@ def load_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.
     Raises:
         ValueError: the state belongs to another run (settings, seed or data differ) or is unreadable.
     """
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {})["persaes_training"])
-        tensors = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - any failure here is the file's
-        raise ValueError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from None
+    tensors, meta = read_safetensors(path, key=_STATE_KEY, what="training state")
     if meta.get("fingerprint") != json.loads(json.dumps(fingerprint, sort_keys=True)):
         raise ValueError(f"{path}: training state of another run (settings, seed or data differ); "
                          "remove it or drop --resume")
@@ -314,8 +399,6 @@ def train_personal(
     """
     if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
         raise ValueError(f"pairs must be a non-empty M×2 index tensor, got shape {tuple(pairs.shape)}")
-    if settings.loss not in PAIR_LOSSES:
-        raise ValueError(f"unknown pairwise loss {settings.loss!r}; known: {', '.join(PAIR_LOSSES)}")
     if settings.iterations == "auto":
         settings = replace(settings, iterations=choose_iterations(head, source, pairs, settings, seed))
     elif settings.epochs is not None:
@@ -323,8 +406,6 @@ def train_personal(
         settings = replace(settings, iterations=min(int(settings.iterations), cap))
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    if settings.layers not in ("all", "fc"):
-        raise ValueError(f"layers must be 'all' or 'fc', got {settings.layers!r}")
     trained = head.fc.parameters() if settings.layers == "fc" else head.parameters()
     params = [*trained, *extra_params]
     start = [p.detach().clone() for p in params]

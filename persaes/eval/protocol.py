@@ -78,8 +78,9 @@ def spearman(pred: Tensor, truth: Tensor) -> float:
 
 
 def pairwise_accuracy(pred: Tensor, truth: Tensor) -> float:
-    """Share of pairs with different ``truth`` values that ``pred`` orders the same way
-    (a tie in ``pred`` counts one half); NaN when no such pair exists.
+    """Share of pairs with different ``truth`` values that ``pred`` orders the same way.
+
+    A tie in ``pred`` counts one half; NaN when no such pair exists.
     """
     dt = truth[:, None] - truth[None, :]
     dp = pred[:, None] - pred[None, :]

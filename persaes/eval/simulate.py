@@ -129,8 +129,9 @@ class ConsistentTaste:
     category: str | None = None
 
     def value(self, image: Tensor, category: str = "", consensus: float = 0.0) -> float:
-        """How much the user likes one photo (1×3×H×W in ``[0, 1]``) of ``category`` with
-        consensus rating ``consensus`` (below 10).
+        """Return how much the user likes one photo (1×3×H×W in ``[0, 1]``).
+
+        The photo is of ``category`` with consensus rating ``consensus`` (below 10).
         """
         if self.axis is None:
             return float(category == self.category) * 10.0 + consensus

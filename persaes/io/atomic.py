@@ -1,4 +1,4 @@
-"""Atomic file writes: a file is either its old content or its complete new content.
+r"""Atomic file writes: a file is either its old content or its complete new content.
 
 Every write goes to a temporary file in the same folder, is flushed to disk, and is
 then renamed over the target with ``os.replace`` (atomic on POSIX and Windows when
@@ -10,25 +10,30 @@ Example::
 
     from persaes.io.atomic import atomic_path, atomic_write_text
 
-    atomic_write_text("model/config.json", '{"k": 50}\\n')
-    with atomic_path("model/head.safetensors") as tmp:
-        safetensors.torch.save_file(tensors, tmp)   # renamed when the block ends
+    atomic_write_text("model/config.json", '{"k": 50}\n')
+    with atomic_path("out/photo.png") as tmp:
+        image.save(tmp, "PNG")   # renamed when the block ends
+
+Safetensors files are written with :func:`persaes.io.safetensors_file.write_safetensors`, which uses
+:func:`atomic_path`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temp_files"]
 
-_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
-"""Names of the temporary files :func:`_new_temp_file` makes: ``.<target name>.<12 hex digits>.tmp``."""
+_TEMP_NAME = re.compile(r"\..+\.(?:[a-z0-9_]{8}|[0-9a-f]{12})\.tmp")
+"""Names of the temporary files :func:`_new_temp_file` makes, ``.<target name>.<8 random characters>.tmp``
+(:func:`tempfile.mkstemp`'s letters, digits and underscores), and of those earlier persaes versions made
+(12 hex digits), which a run of one killed mid-write can have left."""
 
 
 def _read_umask() -> int:
@@ -44,19 +49,15 @@ _UMASK = _read_umask()
 def _new_temp_file(target: Path) -> Path:
     """Create an empty, uniquely named temporary file next to ``target``.
 
-    Its final mode is set by :func:`_final_mode` just before the rename.
+    :func:`tempfile.mkstemp` creates it exclusively (never an existing file), readable only by
+    its owner; its final mode is set by :func:`_final_mode` just before the rename.
     """
     folder = target.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"{target}: cannot write, folder {folder} does not exist")
-    while True:
-        tmp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    return folder / os.path.basename(name)
 
 
 def _final_mode(target: Path) -> int:
@@ -103,8 +104,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Example::
 
-        with atomic_path("prefs/model.safetensors") as tmp:
-            save_file(tensors, tmp)
+        with atomic_path("out/photo.png") as tmp:
+            image.save(tmp, "PNG")
     """
     target = Path(path)
     if target.is_dir():
@@ -140,7 +141,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
-    """Replace the content of ``path`` with ``text`` atomically (no newline translation).
+    r"""Replace the content of ``path`` with ``text`` atomically (no newline translation).
 
     Args:
         path: the file to (re)write; its folder must exist.
@@ -149,7 +150,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
 
     Example::
 
-        atomic_write_text("model/config.json", json.dumps(cfg, indent=2) + "\\n")
+        atomic_write_text("model/config.json", json.dumps(cfg, indent=2) + "\n")
     """
     atomic_write_bytes(path, text.encode(encoding))
 

@@ -10,16 +10,30 @@ mismatch, a damaged or edited file, with a one-line message.
 ``created`` is the time of writing, or ``$SOURCE_DATE_EPOCH`` when set, so that the same
 inputs and seed give a byte-identical file.
 
-Example::
-
-    >>> save_checkpoint("profile.safetensors", model, {"kind": "profile"})   # doctest: +SKIP
-    >>> model, meta = load_model("profile.safetensors")                      # doctest: +SKIP
+Example:
+    >>> import tempfile
+    >>> spec = get_spec("efficientnet_lite2")
+    >>> model = AestheticModel(spec, create_backbone(spec.name), AttentionHead(spec.channels))
+    >>> path = Path(tempfile.mkdtemp()) / "profile.safetensors"
+    >>> path = save_checkpoint(path, model, model_metadata(model, "pretrained", kind="profile"))
+    >>> loaded, meta = load_model(path)
+    >>> meta["kind"], meta["backbone"], meta["includes_backbone"]
+    ('profile', 'efficientnet_lite2', False)
+    >>> all(torch.equal(a, b) for a, b in zip(loaded.head.state_dict().values(), model.head.state_dict().values()))
+    True
+    >>> data = bytearray(path.read_bytes())
+    >>> data[-1] ^= 1                                          # one bit of a weight flipped
+    >>> _ = path.write_bytes(data)
+    >>> try:
+    ...     load_model(path)
+    ... except CheckpointError as err:
+    ...     print(str(err).split(": ", 1)[1])
+    tensors do not match the checksum in the metadata (damaged or edited file)
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -27,13 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from persaes.core.backbones import BackboneError, create_backbone, get_spec
 from persaes.core.model import BINS, SCORE_RANGE, AestheticModel, AttentionHead
-from persaes.io.atomic import atomic_path
+from persaes.io.safetensors_file import SafetensorsFileError, read_safetensors, write_safetensors
 
 FORMAT = "persaes-checkpoint/3"
 # Version 1 heads had no quality branch, version 2 one without its CNN; their profiles must be
@@ -98,24 +110,22 @@ def save_checkpoint(path: str | os.PathLike[str], model: AestheticModel, metadat
     """Write ``model``'s head (and backbone if asked) with ``metadata`` atomically to ``path``.
 
     A randomly initialised backbone cannot be rebuilt from its name, so it is always saved.
+
+    Args:
+        path: the ``.safetensors`` file to (re)write; its folder is created if missing.
+        model: the model whose weights are written.
+        metadata: its description, usually :func:`model_metadata`'s.
+        include_backbone: also write the backbone's tensors (after a full fine-tune).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     include_backbone = include_backbone or metadata.get("backbone_weights") == "random"
-    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
     if include_backbone:
-        tensors.update({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()})
+        tensors.update({f"backbone.{k}": v for k, v in model.backbone.state_dict().items()})
     metadata = {**metadata, "includes_backbone": include_backbone, "tensors_sha256": tensors_digest(tensors)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"persaes": json.dumps(metadata, sort_keys=True)})
-    return path
-
-
-def is_pickle(path: Path) -> bool:
-    """Whether a file starts like a pickle (protocol 2+) or a ``torch.save`` zip; only read to word an error."""
-    with open(path, "rb") as handle:
-        start = handle.read(4)
-    return start[:1] == b"\x80" or start == b"PK\x03\x04"
+    return write_safetensors(path, tensors, metadata)
 
 
 def load_error(exc: RuntimeError) -> str:
@@ -124,46 +134,67 @@ def load_error(exc: RuntimeError) -> str:
     return lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Tensors and validated metadata of a checkpoint file."""
-    path = Path(path)
+def _read_file(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and metadata of a checkpoint file, unchecked."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights or profile file")
     try:
-        from safetensors import safe_open
+        return read_safetensors(path)
+    except SafetensorsFileError as exc:
+        raise CheckpointError(str(exc)) from None
 
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        if is_pickle(path):
-            raise CheckpointError(f"{path}: a pickle or torch.save file; persaes loads only safetensors (pickles can "
-                                  "run code)") from None
-        raise CheckpointError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
-    try:
-        meta = json.loads(header["persaes"])
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: no persaes metadata in the safetensors header") from None
-    if isinstance(meta, dict) and meta.get("format") in _OLDER:
+
+def _check_format(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a file of another format, or of an older one that must be rebuilt."""
+    if meta.get("format") in _OLDER:
         raise CheckpointError(f"{path}: made by an older persaes (format {meta['format']!r}); "
                               "run `persaes personalize` again on the same answers to rebuild it")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+
+
+def _check_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Refuse non-finite weights and tensors that do not match the recorded checksum."""
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):
         raise CheckpointError(f"{path}: holds NaN or infinite values (damaged file)")
     if "tensors_sha256" in meta and meta["tensors_sha256"] != tensors_digest(tensors):
         raise CheckpointError(f"{path}: tensors do not match the checksum in the metadata (damaged or edited file)")
+
+
+def _check_settings(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse metadata without the head's settings, or with bins, backbone or preprocessing persaes can't use."""
     head = meta.get("head")
     if not isinstance(head, dict) or any(k not in head for k in _HEAD_KEYS):
         raise CheckpointError(f"{path}: metadata lacks the head settings {_HEAD_KEYS}")
     if meta.get("bins") != BINS or list(meta.get("score_range", [])) != list(SCORE_RANGE):
-        raise CheckpointError(f"{path}: expects {meta.get('bins')} bins over {meta.get('score_range')}, persaes uses {BINS} over {list(SCORE_RANGE)}")
+        raise CheckpointError(f"{path}: expects {meta.get('bins')} bins over {meta.get('score_range')}, "
+                              f"persaes uses {BINS} over {list(SCORE_RANGE)}")
     try:
         spec = get_spec(str(meta.get("backbone")))
     except BackboneError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     if meta.get("preprocessing") != spec.preprocessing():
         raise CheckpointError(f"{path}: preprocessing {meta.get('preprocessing')} does not match backbone {spec.name}")
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and validated metadata of a checkpoint file.
+
+    Args:
+        path: the ``.safetensors`` file.
+
+    Returns:
+        ``(tensors, metadata)``.
+
+    Raises:
+        CheckpointError: a missing, unreadable, pickled, damaged or edited file, another
+            format, or settings persaes cannot use; one line naming the file.
+    """
+    path = Path(path)
+    tensors, meta = _read_file(path)
+    _check_format(path, meta)
+    _check_tensors(path, tensors, meta)
+    _check_settings(path, meta)
     return tensors, meta
 
 

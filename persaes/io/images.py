@@ -3,11 +3,27 @@
 Every failure is an :class:`ImageError` whose message is one line naming the file and the
 problem, so callers can report it and carry on with the other files.
 
-Example::
+Images become float tensors in ``[0, 1]`` with :func:`to_tensor` and go back to 8-bit levels,
+rounded half up, with :func:`to_bytes` (as PIL images with :func:`to_pil`).
 
-    >>> img = load_image("photo.jpg")            # doctest: +SKIP
-    >>> img.shape, float(img.min()) >= 0.0        # doctest: +SKIP
-    (torch.Size([3, 400, 500]), True)
+Example:
+    >>> import tempfile
+    >>> y, x = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    >>> photo = torch.stack([x, y, 1 - x])                     # a 64×48 colour gradient
+    >>> path = Path(tempfile.mkdtemp()) / "photo.png"
+    >>> to_pil(photo).save(path)
+    >>> img = load_image(path)
+    >>> img.shape, float(img.min()) >= 0.0, float(img.max()) <= 1.0
+    (torch.Size([3, 48, 64]), True, True)
+    >>> torch.equal(to_bytes(img), to_bytes(photo))           # PNG keeps the 8-bit levels
+    True
+    >>> load_image(path, max_side=32).shape
+    torch.Size([3, 24, 32])
+    >>> try:
+    ...     load_image(path.with_name("missing.jpg"))
+    ... except ImageError as err:
+    ...     print(str(err).endswith("missing.jpg: no such file"))
+    True
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_PIXELS = 100_000_000
@@ -80,7 +97,8 @@ def open_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    raise ImageError(f"{path}: {width}x{height} is more than {MAX_PIXELS // 1_000_000} megapixels, refused")
+                    raise ImageError(f"{path}: {width}x{height} is more than {MAX_PIXELS // 1_000_000} megapixels, "
+                                     "refused")
                 if max_side is not None and img.format == "JPEG":
                     img.draft("RGB", (max_side, max_side))
                 img.load()
@@ -114,16 +132,47 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def to_tensor(img: Image.Image) -> Tensor:
-    """A PIL RGB image as a float tensor 3×H×W in ``[0, 1]``."""
-    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    """A PIL image as a float tensor in ``[0, 1]``.
+
+    Args:
+        img: any mode; converted to RGB first.
+
+    Returns:
+        :math:`(3, H, W)` float32, each 8-bit level divided by 255.
+    """
+    return pil_to_tensor(img.convert("RGB")).float().div_(255.0)
 
 
 def to_bytes(image: Tensor) -> Tensor:
-    """A float tensor in ``[0, 1]`` (clipped) as 8-bit levels, rounded to the nearest (the inverse of
-    :func:`to_tensor`).
+    """A float tensor's 8-bit levels, rounded to the nearest, halves up (the inverse of :func:`to_tensor`).
+
+    Args:
+        image: floating point, any shape; clipped to ``[0, 1]``.
+
+    Returns:
+        uint8 of the same shape.
     """
+    if not image.is_floating_point():
+        raise ValueError(f"image must be a floating-point tensor, got {image.dtype}")
     return (image.clamp(0.0, 1.0) * 255 + 0.5).to(torch.uint8)
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """A float image as an 8-bit RGB PIL image, its levels from :func:`to_bytes`.
+
+    Args:
+        image: :math:`(3, H, W)` in ``[0, 1]`` (clipped), on the CPU.
+
+    Returns:
+        An RGB image of size ``W×H``.
+
+    Example:
+        >>> to_pil(torch.full((3, 2, 4), 0.5)).getpixel((0, 0))
+        (128, 128, 128)
+    """
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
+    return to_pil_image(to_bytes(image), "RGB")
 
 
 def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Tensor:

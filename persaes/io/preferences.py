@@ -44,9 +44,12 @@ from pathlib import Path
 
 import torch
 
+from persaes.io.jsonl import append_json_line, json_line
+
 __all__ = [
     "Answer",
     "ExpandResult",
+    "album_key",
     "append_answer",
     "append_undo",
     "expand_transitive",
@@ -56,15 +59,6 @@ __all__ = [
     "resolve_answers",
     "sample_pairs",
 ]
-
-
-def json_line(record: dict[str, object]) -> str:
-    """``record`` as one line of JSON, other scripts kept readable.
-
-    A file name that is not UTF-8 (lone surrogates where the file system had other bytes) becomes JSON ``\\udcXX``
-    escapes, which read back as the same name.
-    """
-    return json.dumps(record, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -101,28 +95,19 @@ class Answer:
         ):
             raise ValueError(f"Answer: t must be a finite number or None, got {self.t!r}")
 
-    def to_json(self) -> str:
-        """The answer as one JSON line (without the newline); optional keys only when set."""
+    def to_record(self) -> dict[str, object]:
+        """The answer as a preference-file record; optional keys only when set.
+
+        Example:
+            >>> Answer("a.jpg", "b.jpg", tie=True).to_record()
+            {'winner': 'a.jpg', 'loser': 'b.jpg', 'tie': True}
+        """
         record: dict[str, object] = {"winner": self.winner, "loser": self.loser}
         if self.tie:
             record["tie"] = True
         if self.t is not None:
             record["t"] = self.t
-        return json_line(record)
-
-
-def _append_line(path: str | os.PathLike[str], line: str) -> None:
-    """Append one line durably, first ending a previous line cut off by a crash."""
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        prefix = b""
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                prefix = b"\n"
-        f.write(prefix + line.encode("utf-8") + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
+        return record
 
 
 def append_answer(path: str | os.PathLike[str], answer: Answer) -> None:
@@ -136,7 +121,7 @@ def append_answer(path: str | os.PathLike[str], answer: Answer) -> None:
 
         append_answer("album/preferences.jsonl", Answer("a.jpg", "b.jpg", t=time.time()))
     """
-    _append_line(path, answer.to_json())
+    append_json_line(path, answer.to_record())
 
 
 def append_undo(path: str | os.PathLike[str]) -> None:
@@ -146,7 +131,7 @@ def append_undo(path: str | os.PathLike[str]) -> None:
 
         append_undo("album/preferences.jsonl")
     """
-    _append_line(path, json_line({"undo": True}))
+    append_json_line(path, {"undo": True})
 
 
 def _parse_line(record: object) -> Answer | str:
@@ -221,8 +206,30 @@ def read_answers(path: str | os.PathLike[str]) -> tuple[list[Answer], list[str]]
     return answers, problems
 
 
-def _album_key(path: str, root: Path) -> str | None:
-    """Album-relative POSIX key of ``path``, or None when it lies outside ``root``."""
+def album_key(path: str, root: Path) -> str | None:
+    """The album key of a path given in an answer: album-relative, POSIX, normalised.
+
+    Args:
+        path: album-relative or absolute, as a preference file names an image.
+        root: the album folder, absolute and normalised (e.g. ``Path(os.path.normpath(album.absolute()))``).
+
+    Returns:
+        ``path`` relative to ``root`` with ``/`` separators and ``.``/``..`` resolved lexically (links
+        are not followed), or None when an absolute ``path`` lies outside ``root``.
+
+    Raises:
+        ValueError: ``root`` is not absolute.
+
+    Example:
+        >>> album_key("/photos/album/beach/./IMG_1.jpg", Path("/photos/album"))
+        'beach/IMG_1.jpg'
+        >>> album_key("beach/../IMG_2.jpg", Path("/photos/album"))
+        'IMG_2.jpg'
+        >>> album_key("/elsewhere/IMG_3.jpg", Path("/photos/album")) is None
+        True
+    """
+    if not root.is_absolute():
+        raise ValueError(f"root must be an absolute folder, got {root}")
     candidate = Path(path)
     if candidate.is_absolute():
         try:
@@ -263,7 +270,7 @@ def resolve_answers(
             continue
         resolved = []
         for image in (answer.winner, answer.loser):
-            key = _album_key(image, root)
+            key = album_key(image, root)
             if key is None or key not in keys:
                 missing[image] += 1
             else:
@@ -403,24 +410,24 @@ def expand_transitive(pairs: Sequence[tuple[str, str]]) -> ExpandResult:
         >>> r.inferred, r.contradictions
         ([('I1', 'I3')], [('I3', 'I4')])
     """
-    unique = list(dict.fromkeys((w, l) for w, l in pairs))
-    for w, l in unique:
-        if w == l:
-            raise ValueError(f"expand_transitive: pair ({w!r}, {l!r}) has the same image twice")
+    unique = list(dict.fromkeys((winner, loser) for winner, loser in pairs))
+    for winner, loser in unique:
+        if winner == loser:
+            raise ValueError(f"expand_transitive: pair ({winner!r}, {loser!r}) has the same image twice")
     answered_set = set(unique)
     contradictions: list[tuple[str, str]] = []
     reported: set[frozenset[str]] = set()
     answered: list[tuple[str, str]] = []
-    for w, l in unique:
-        if (l, w) not in answered_set:
-            answered.append((w, l))
-        elif frozenset((w, l)) not in reported:
-            reported.add(frozenset((w, l)))
-            contradictions.append((w, l))
+    for winner, loser in unique:
+        if (loser, winner) not in answered_set:
+            answered.append((winner, loser))
+        elif frozenset((winner, loser)) not in reported:
+            reported.add(frozenset((winner, loser)))
+            contradictions.append((winner, loser))
     nodes = list(dict.fromkeys(image for pair in answered for image in pair))
     index = {image: i for i, image in enumerate(nodes)}
-    src = torch.tensor([index[w] for w, _ in answered], dtype=torch.long)
-    dst = torch.tensor([index[l] for _, l in answered], dtype=torch.long)
+    src = torch.tensor([index[winner] for winner, _ in answered], dtype=torch.long)
+    dst = torch.tensor([index[loser] for _, loser in answered], dtype=torch.long)
     a, c = _one_step(src, dst, len(nodes))
     inferred = [(nodes[i], nodes[j]) for i, j in zip(a.tolist(), c.tolist())]
     return ExpandResult(answered=answered, inferred=inferred, contradictions=contradictions)
@@ -444,9 +451,9 @@ def pairs_to_indices(pairs: Sequence[tuple[str, str]], keys: Sequence[str]) -> t
     if len(position) != len(keys):
         raise ValueError("pairs_to_indices: keys contain duplicates")
     rows = []
-    for w, l in pairs:
-        for image in (w, l):
+    for winner, loser in pairs:
+        for image in (winner, loser):
             if image not in position:
                 raise KeyError(f"pairs_to_indices: image {image!r} is not among the keys")
-        rows.append((position[w], position[l]))
+        rows.append((position[winner], position[loser]))
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 2)

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from persaes.core.model import BINS, distribution_to_score
+
 __all__ = [
     "ReferenceSet",
     "load_references",
@@ -46,7 +48,6 @@ __all__ = [
     "resample_histogram",
 ]
 
-N_BINS = 10
 log = logging.getLogger("persaes")
 
 
@@ -76,8 +77,8 @@ class ReferenceSet:
         n = len(self.ids)
         if len(self.paths) != n:
             raise ValueError(f"ReferenceSet: {n} ids but {len(self.paths)} paths")
-        if self.hists.shape != (n, N_BINS):
-            raise ValueError(f"ReferenceSet: hists must be {n}×{N_BINS}, got {tuple(self.hists.shape)}")
+        if self.hists.shape != (n, BINS):
+            raise ValueError(f"ReferenceSet: hists must be {n}×{BINS}, got {tuple(self.hists.shape)}")
         if len(set(self.ids)) != n:
             raise ValueError("ReferenceSet: ids contain duplicates")
         if n and (
@@ -103,7 +104,7 @@ class ReferenceSet:
 
     def mean_scores(self) -> torch.Tensor:
         """Mean score Σ i·p_i (i = 1..10) per image: tensor N, values in [1, 10]."""
-        return self.hists @ torch.arange(1, N_BINS + 1, dtype=self.hists.dtype)
+        return distribution_to_score(self.hists)
 
 
 def _check_scale(scale: tuple[float, float]) -> tuple[float, float]:
@@ -122,10 +123,10 @@ def _split_mass(
     ``scores``, ``mass``, ``rows`` are 1-D of equal length; scores lie in ``scale``.
     """
     lo, hi = _check_scale(scale)
-    position = (scores.to(torch.float64) - lo) * (N_BINS - 1) / (hi - lo)  # 0..9
-    lower = position.floor().clamp(0, N_BINS - 2).long()
+    position = (scores.to(torch.float64) - lo) * (BINS - 1) / (hi - lo)  # 0..9
+    lower = position.floor().clamp(0, BINS - 2).long()
     upper_weight = position - lower
-    out = torch.zeros(n_rows, N_BINS, dtype=torch.float64)
+    out = torch.zeros(n_rows, BINS, dtype=torch.float64)
     mass = mass.to(torch.float64)
     out.index_put_((rows, lower), mass * (1 - upper_weight), accumulate=True)
     out.index_put_((rows, lower + 1), mass * upper_weight, accumulate=True)
@@ -161,7 +162,7 @@ def resample_histogram(hist: torch.Tensor, scale: tuple[float, float]) -> torch.
     scores = torch.linspace(lo, hi, k, dtype=torch.float64).repeat(flat.shape[0])
     rows = torch.arange(flat.shape[0]).repeat_interleave(k)
     out = _split_mass(scores, flat.reshape(-1), rows, flat.shape[0], (lo, hi))
-    return out.reshape(*hist.shape[:-1], N_BINS)
+    return out.reshape(*hist.shape[:-1], BINS)
 
 
 def ratings_to_histogram(ratings: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
@@ -240,7 +241,7 @@ class _Collector:
             log.warning(
                 "%s: %d image file(s) missing or unusable, skipped (see problems)", self.source, self._bad_images
             )
-        hists = torch.stack(self.hists) if self.hists else torch.zeros(0, N_BINS)
+        hists = torch.stack(self.hists) if self.hists else torch.zeros(0, BINS)
         return ReferenceSet(self.ids, self.paths, hists.to(torch.float32), self.problems)
 
 
@@ -272,11 +273,11 @@ def read_ava(ava_txt: str | os.PathLike[str], image_dir: str | os.PathLike[str])
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) < 2 + N_BINS:
+            if len(fields) < 2 + BINS:
                 out.problems.append(f"{where}: expected index, image id and 10 vote counts; skipped")
                 continue
             try:
-                counts = [int(x) for x in fields[2 : 2 + N_BINS]]
+                counts = [int(x) for x in fields[2 : 2 + BINS]]
             except ValueError:
                 out.problems.append(f"{where}: vote counts must be integers; skipped")
                 continue
@@ -296,6 +297,109 @@ def _header(reader: Iterator[list[str]], path: Path) -> list[str]:
         raise ValueError(f"{path}: empty CSV file, expected a header line") from None
 
 
+def _read_image_table(table_path: Path, image_root: Path) -> tuple[dict[str, tuple[Path, int]], list[str]]:
+    """Parse an image table (``image,file,...``).
+
+    Args:
+        table_path: the CSV file.
+        image_root: the folder ``file`` is relative to.
+
+    Returns:
+        ``(files, problems)``: image name → (its file, its line), in table order, and one line per
+        skipped row.
+    """
+    files: dict[str, tuple[Path, int]] = {}
+    problems: list[str] = []
+    with open(table_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = _header(reader, table_path)
+        if "image" not in header or "file" not in header:
+            raise ValueError(f"{table_path}: header must have columns 'image' and 'file', got {header}")
+        col_image, col_file = header.index("image"), header.index("file")
+        for number, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) <= max(col_image, col_file):
+                problems.append(f"{table_path}:{number}: too few columns; skipped")
+            elif row[col_image] in files:
+                problems.append(f"{table_path}:{number}: image {row[col_image]!r} listed again; skipped")
+            else:
+                files[row[col_image]] = (image_root / row[col_file], number)
+    return files, problems
+
+
+def _rating_columns(header: list[str], path: Path, rating_column: str | None) -> tuple[int, int, int]:
+    """The participant, image and rating columns of a ratings CSV header."""
+    if "participant" not in header or "image" not in header or len(header) < 3:
+        raise ValueError(f"{path}: header must be participant,image,<rating>, got {header}")
+    if rating_column is not None and rating_column not in header:
+        raise ValueError(f"{path}: no rating column {rating_column!r} in header {header}")
+    col_rating = header.index(rating_column) if rating_column is not None else 2
+    return header.index("participant"), header.index("image"), col_rating
+
+
+def _rating(text: str, lo: float, hi: float) -> float:
+    """A rating cell as a number in ``[lo, hi]``; ValueError naming the problem otherwise."""
+    try:
+        score = float(text)
+    except ValueError:
+        raise ValueError(f"rating {text!r} is not a number") from None
+    if not lo <= score <= hi:
+        raise ValueError(f"rating {score:g} outside scale {lo:g}-{hi:g}")
+    return score
+
+
+def _read_ratings(
+    ratings_path: Path,
+    table_path: Path,
+    images: Collection[str],
+    excluded: Collection[str],
+    scale: tuple[float, float],
+    rating_column: str | None,
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """Parse long per-person ratings (``participant,image,<rating>``).
+
+    Args:
+        ratings_path: the CSV file.
+        table_path: the image table, named in the problem about an image it lacks.
+        images: the image names whose ratings are kept (the table's).
+        excluded: participants whose ratings are ignored.
+        scale: (lo, hi), already checked.
+        rating_column: the rating column's name, or None for the third column.
+
+    Returns:
+        ``(ratings, problems)``: (image, rating) in file order, and one line per skipped row or
+        unknown image.
+    """
+    lo, hi = scale
+    ratings: list[tuple[str, float]] = []
+    unknown: dict[str, int] = {}  # image -> first line
+    problems: list[str] = []
+    with open(ratings_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        col_person, col_image, col_rating = _rating_columns(_header(reader, ratings_path), ratings_path, rating_column)
+        needed = max(col_person, col_image, col_rating)
+        for number, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) <= needed:
+                problems.append(f"{ratings_path}:{number}: too few columns; skipped")
+                continue
+            if row[col_person] in excluded:
+                continue
+            try:
+                score = _rating(row[col_rating], lo, hi)
+            except ValueError as err:
+                problems.append(f"{ratings_path}:{number}: {err}; skipped")
+                continue
+            if row[col_image] in images:
+                ratings.append((row[col_image], score))
+            else:
+                unknown.setdefault(row[col_image], number)
+    return ratings, problems + [f"{ratings_path}:{number}: image {image!r} is not in {table_path}; its ratings skipped"
+                                for image, number in unknown.items()]
+
+
 def read_ratings_csv(
     ratings_csv: str | os.PathLike[str],
     images_csv: str | os.PathLike[str],
@@ -306,16 +410,18 @@ def read_ratings_csv(
 ) -> ReferenceSet:
     """Per-person ratings → one histogram per image over the ratings of the others.
 
-    ``ratings_csv`` is long: ``participant,image,<rating>`` (columns found by name;
-    the rating column is ``rating_column`` or, when None, the third column, whatever
-    its name — ``beauty`` in OASIS). ``images_csv`` has at least ``image,file``;
-    ``file`` is relative to ``root`` (default: the image table's folder) or absolute.
-    Ratings of ``exclude_participants`` (e.g. the person being modelled) are ignored;
-    images left with no rating are dropped. Bad rows, images unknown to the table,
-    images without ratings and missing files are reported and skipped.
+    Images left with no rating are dropped. Bad rows, images unknown to the table, images
+    without ratings and missing files are reported and skipped.
 
     Args:
+        ratings_csv: long ratings, ``participant,image,<rating>`` (columns found by name).
+        images_csv: the image table, at least ``image,file``.
+        root: the folder ``file`` is relative to (default: the image table's folder); absolute
+            files are used as they are.
         scale: (lo, hi) of the rating scale; ratings outside it are reported.
+        exclude_participants: participants whose ratings are ignored (e.g. the person being modelled).
+        rating_column: the rating column's name; None: the third column, whatever its name
+            (``beauty`` in OASIS).
 
     Returns:
         ReferenceSet in the order of the image table; ids are the ``image`` names.
@@ -330,71 +436,14 @@ def read_ratings_csv(
     _require_file(table_path, "image table CSV")
     lo, hi = _check_scale(scale)
     excluded = {str(p) for p in exclude_participants}
-    image_root = Path(root) if root is not None else table_path.parent
+    files, table_problems = _read_image_table(table_path, Path(root) if root is not None else table_path.parent)
+    ratings, problems = _read_ratings(ratings_path, table_path, files, excluded, (lo, hi), rating_column)
 
-    files: dict[str, tuple[Path, int]] = {}  # image -> (file, line)
-    table_problems: list[str] = []
-    with open(table_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = _header(reader, table_path)
-        if "image" not in header or "file" not in header:
-            raise ValueError(f"{table_path}: header must have columns 'image' and 'file', got {header}")
-        col_image, col_file = header.index("image"), header.index("file")
-        for number, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) <= max(col_image, col_file):
-                table_problems.append(f"{table_path}:{number}: too few columns; skipped")
-            elif row[col_image] in files:
-                table_problems.append(f"{table_path}:{number}: image {row[col_image]!r} listed again; skipped")
-            else:
-                files[row[col_image]] = (image_root / row[col_file], number)
-
-    scores: list[float] = []
-    groups: list[int] = []
     order = {image: i for i, image in enumerate(files)}
-    unknown: dict[str, int] = {}
-    problems: list[str] = []
-    with open(ratings_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = _header(reader, ratings_path)
-        if "participant" not in header or "image" not in header or len(header) < 3:
-            raise ValueError(f"{ratings_path}: header must be participant,image,<rating>, got {header}")
-        if rating_column is not None and rating_column not in header:
-            raise ValueError(f"{ratings_path}: no rating column {rating_column!r} in header {header}")
-        col_person, col_image = header.index("participant"), header.index("image")
-        col_rating = header.index(rating_column) if rating_column is not None else 2
-        needed = max(col_person, col_image, col_rating)
-        for number, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) <= needed:
-                problems.append(f"{ratings_path}:{number}: too few columns; skipped")
-                continue
-            if row[col_person] in excluded:
-                continue
-            try:
-                score = float(row[col_rating])
-            except ValueError:
-                problems.append(f"{ratings_path}:{number}: rating {row[col_rating]!r} is not a number; skipped")
-                continue
-            if not lo <= score <= hi:
-                problems.append(f"{ratings_path}:{number}: rating {score:g} outside scale {lo:g}-{hi:g}; skipped")
-                continue
-            image = row[col_image]
-            if image not in order:
-                unknown.setdefault(image, number)
-                continue
-            scores.append(score)
-            groups.append(order[image])
-    problems += [
-        f"{ratings_path}:{number}: image {image!r} is not in {table_path}; its ratings skipped"
-        for image, number in unknown.items()
-    ]
-    group_t = torch.tensor(groups, dtype=torch.long)
-    counts = torch.bincount(group_t, minlength=len(files)).to(torch.float32)
-    sums = _split_mass(torch.tensor(scores, dtype=torch.float64), torch.ones(len(scores)), group_t, len(files), (lo, hi))
-
+    rows = torch.tensor([order[image] for image, _ in ratings], dtype=torch.long)
+    scores = torch.tensor([score for _, score in ratings], dtype=torch.float64)
+    counts = torch.bincount(rows, minlength=len(files)).to(torch.float32)
+    sums = _split_mass(scores, torch.ones(len(ratings)), rows, len(files), (lo, hi))
     out = _Collector(ratings_path)
     out.problems = table_problems + problems
     note = f" after excluding {len(excluded)} participant(s)" if excluded else ""
@@ -420,7 +469,7 @@ def read_score_csv(csv_file: str | os.PathLike[str]) -> ReferenceSet:
     """
     path = Path(csv_file)
     _require_file(path, "score CSV")
-    hist_columns = [f"h{i}" for i in range(1, N_BINS + 1)]
+    hist_columns = [f"h{i}" for i in range(1, BINS + 1)]
     out = _Collector(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -428,7 +477,7 @@ def read_score_csv(csv_file: str | os.PathLike[str]) -> ReferenceSet:
         if header == ["file", "score"]:
             width = 2
         elif header == ["file", *hist_columns]:
-            width = 1 + N_BINS
+            width = 1 + BINS
         else:
             raise ValueError(f"{path}: header must be 'file,score' or 'file,h1,...,h10', got {','.join(header)}")
         for number, row in enumerate(reader, start=2):
@@ -444,10 +493,10 @@ def read_score_csv(csv_file: str | os.PathLike[str]) -> ReferenceSet:
                 out.problems.append(f"{where}: values must be numbers; skipped")
                 continue
             if width == 2:
-                if not 1 <= values[0] <= N_BINS:
+                if not 1 <= values[0] <= BINS:
                     out.problems.append(f"{where}: score {values[0]:g} outside 1-10; skipped")
                     continue
-                hist = ratings_to_histogram(torch.tensor(values, dtype=torch.float64), (1, N_BINS))
+                hist = ratings_to_histogram(torch.tensor(values, dtype=torch.float64), (1, BINS))
             else:
                 hist = torch.tensor(values, dtype=torch.float64)
                 if not torch.isfinite(hist).all() or (hist < 0).any() or hist.sum() <= 0:

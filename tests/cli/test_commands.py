@@ -33,7 +33,8 @@ def _one_line_error(result, *needles: str) -> None:
 def test_missing_album(tmp_path: Path) -> None:
     prefs = tmp_path / "p.jsonl"
     prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
-    _one_line_error(_run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", str(tmp_path / "o.safetensors")),
+    out = str(tmp_path / "o.safetensors")
+    _one_line_error(_run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", out),
                     "nope", "not found")
 
 
@@ -41,7 +42,8 @@ def test_empty_album(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     prefs = tmp_path / "p.jsonl"
     prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
-    _one_line_error(_run("personalize", str(tmp_path / "empty"), "--prefs", str(prefs), "--out", str(tmp_path / "o.safetensors")),
+    out = str(tmp_path / "o.safetensors")
+    _one_line_error(_run("personalize", str(tmp_path / "empty"), "--prefs", str(prefs), "--out", out),
                     "at least two photos")
 
 
@@ -50,7 +52,8 @@ def test_unreadable_preference_file(photos: list[Path], tmp_path: Path) -> None:
     album.mkdir()
     for p in photos:
         shutil.copy(p, album / p.name)
-    _one_line_error(_run("personalize", str(album), "--prefs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.safetensors")),
+    out = str(tmp_path / "o.safetensors")
+    _one_line_error(_run("personalize", str(album), "--prefs", str(tmp_path / "missing.jsonl"), "--out", out),
                     "missing.jsonl")
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_bytes(b"\x00\xff{{{ not json\n")
@@ -68,7 +71,7 @@ def test_personalize_trains_exactly_the_iterations_asked_for(photos: list[Path],
         shutil.copy(p, album / p.name)
     names = [p.name for p in photos]
     prefs = tmp_path / "answers.jsonl"
-    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{l}"}}\n' for w, l in zip(names, names[1:])))
+    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n' for w, lo in zip(names, names[1:])))
     counts = {}
     runs = (("default", []), ("asked", ["--iterations", "30"]), ("paper", ["--personal", "paper"]),
             ("paper, asked", ["--personal", "paper", "--iterations", "1"]))
@@ -142,7 +145,7 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
 
 
 def test_compare_retouches_the_generic_column_further_for_the_personal_one(photos: list[Path], tmp_path: Path) -> None:
-    from persaes.app.retouch_folder import TASTE_FIDELITY_SHARE
+    from persaes.core.retouching import TASTE_FIDELITY_SHARE
     from persaes.core.scorer import resolve_weights
     from retouch.optimize import EditSettings
 

@@ -11,6 +11,7 @@ import _thread
 import json
 import os
 import shutil
+import signal
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -141,7 +142,12 @@ def test_collect_prints_the_url_and_ends_cleanly_on_ctrl_c(album: Path, tmp_path
         threading.Thread(target=visit, daemon=True).start()
 
     monkeypatch.setattr("webbrowser.open", browser_then_ctrl_c)
-    result = CliRunner().invoke(main, ["prefs", "collect", str(album), "--out", str(out), "--pairs", "3"])
+    # Ctrl-C needs Python's own SIGINT handler: a run started in the background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = CliRunner().invoke(main, ["prefs", "collect", str(album), "--out", str(out), "--pairs", "3"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 0, result.output
     url, *rest = result.stdout.splitlines()
     assert url.startswith("http://127.0.0.1:") and "/?token=" in url

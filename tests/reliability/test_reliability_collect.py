@@ -38,7 +38,8 @@ class Page:
         self.base = f"http://{parts.hostname}:{parts.port}"
         self.token = parse_qs(parts.query)["token"][0]
 
-    def request(self, path: str, body: Any = None, token: str | None = "own", raw_path: bool = False) -> tuple[int, bytes]:
+    def request(self, path: str, body: Any = None, token: str | None = "own",
+                raw_path: bool = False) -> tuple[int, bytes]:
         """GET (or POST ``body``); the token goes in the X-Token header unless ``token`` is None."""
         headers = {"Content-Type": "application/json"}
         if token is not None:
@@ -46,7 +47,8 @@ class Page:
         data = None if body is None else json.dumps(body).encode()
         if raw_path:  # urllib would not send some of these paths as they are
             return self._raw("GET" if body is None else "POST", path, headers, data)
-        req = urllib.request.Request(self.base + path, data=data, headers=headers, method="GET" if body is None else "POST")
+        req = urllib.request.Request(self.base + path, data=data, headers=headers,
+                                     method="GET" if body is None else "POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
                 return response.status, response.read()
@@ -77,8 +79,8 @@ class Page:
 def collecting(album: Path, answers: Path, *extra: str) -> Iterator[Page]:
     """Start the command, wait for its URL line, kill it (SIGKILL) at the end if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "from persaes.cli.main import main; main(prog_name='persaes')", "prefs", "collect", str(album),
-         "--out", str(answers), "--no-browser", *extra],
+        [sys.executable, "-c", "from persaes.cli.main import main; main(prog_name='persaes')",
+         "prefs", "collect", str(album), "--out", str(answers), "--no-browser", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         line = process.stdout.readline().decode().strip()

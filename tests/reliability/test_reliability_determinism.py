@@ -29,7 +29,9 @@ def make_project(root: Path) -> Path:
     for name, photo in zip(names, sorted(rf.PHOTOS.glob("*.jpg"))):
         Image.open(photo).resize((150, 120)).save(album / name)
     answers = [(names[0], names[1]), (names[1], names[2]), (names[3], names[2]), (names[0], names[3])]
-    (root / "answers.jsonl").write_text("".join(json.dumps({"winner": w, "loser": l}) + "\n" for w, l in answers))
+    (root / "answers.jsonl").write_text(
+        "".join(json.dumps({"winner": winner, "loser": loser}) + "\n" for winner, loser in answers)
+    )
     return root
 
 
@@ -62,7 +64,8 @@ def test_same_inputs_and_seed_give_a_byte_identical_profile(tmp_path: Path, monk
     one, two = load_file(str(first / "me.safetensors")), load_file(str(second / "me.safetensors"))
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
     meta_one, meta_two = metadata(first / "me.safetensors"), metadata(second / "me.safetensors")
-    assert {k: v for k, v in meta_one.items() if k != "created"} == {k: v for k, v in meta_two.items() if k != "created"}
+    assert ({k: v for k, v in meta_one.items() if k != "created"}
+            == {k: v for k, v in meta_two.items() if k != "created"})
 
     other = personalize_in(second, monkeypatch, seed=1)  # the seed matters
     other_tensors = load_file(str(second / "me.safetensors"))

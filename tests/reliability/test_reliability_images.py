@@ -322,7 +322,8 @@ def test_bombs_are_refused_before_decoding(tmp_path: Path) -> None:
     """A header claiming 200 (or 108) megapixels is refused with its reason, and the peak memory barely moves."""
     bombs = [rf.png_bomb(tmp_path), rf.jpeg_bomb(tmp_path), tmp_path / "108mp.png"]
     bombs[2].write_bytes(rf.png_bytes(12000, 9000, 8, 2, b"\x00" * 64))
-    for bomb, reason in zip(bombs, ["decompression bomb", "decompression bomb", "12000x9000 is more than 100 megapixels"]):
+    reasons = ["decompression bomb", "decompression bomb", "12000x9000 is more than 100 megapixels"]
+    for bomb, reason in zip(bombs, reasons):
         run = subprocess.run([sys.executable, "-c", _PEAK, str(bomb)], capture_output=True, text=True, check=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         message, grown_kib = run.stdout.strip().splitlines()
@@ -336,8 +337,9 @@ def test_score_of_a_bomb_uses_no_more_memory_than_a_tiny_photo(tmp_path: Path) -
     for make in (rf.one_pixel, rf.png_bomb):
         path = make(tmp_path)
         code = ("import resource, subprocess, sys; "
-                f"subprocess.run([sys.executable, '-c', 'from persaes.cli.main import main; main()', 'score', {str(path)!r}, "
-                "'--device', 'cpu']); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+                "subprocess.run([sys.executable, '-c', 'from persaes.cli.main import main; main()', "
+                f"'score', {str(path)!r}, '--device', 'cpu']); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[2])
         peaks[make.__name__] = int(run.stdout.strip().splitlines()[-1])

@@ -114,7 +114,8 @@ def test_retouch_killed_mid_run_leaves_whole_photos_and_a_rerun_does_the_rest(al
 
     rerun = invoke("retouch", album, out, "--steps", "2", "--device", "cpu")
     assert rerun.exit_code == 0, rerun.output
-    assert rerun.stdout.strip() == f"{8 - len(finished)} photos retouched into {out}, {len(finished)} already done, 0 failed"
+    assert rerun.stdout.strip() == (f"{8 - len(finished)} photos retouched into {out}, "
+                                    f"{len(finished)} already done, 0 failed")
     assert {name: (out / name).stat().st_mtime_ns for name in finished} == stamps  # not redone
     assert len(check_finished(out)) == 8 and not hidden_temps(out)
 
@@ -146,7 +147,8 @@ def profile(album: Path, tmp_path: Path) -> tuple[Path, Path, bytes]:
     return prefs, out, out.read_bytes()
 
 
-def test_personalize_killed_mid_write_keeps_the_previous_profile(album: Path, profile: tuple[Path, Path, bytes]) -> None:
+def test_personalize_killed_mid_write_keeps_the_previous_profile(album: Path,
+                                                                 profile: tuple[Path, Path, bytes]) -> None:
     prefs, out, before = profile
     process = start("personalize", album, "--prefs", prefs, "--out", out, "--iterations", "20", "--seed", "1",
                     "--device", "cpu", code=HALF_WRITE.format(patch=PATCH_PROFILE))

@@ -137,7 +137,7 @@ def head_of_another_backbone(folder: Path) -> Path:
 
 
 def retouch_model_as_profile(folder: Path) -> Path:
-    from persaes.app.retouch_folder import save_retouch_net
+    from persaes.io.retouch_net_file import save_retouch_net
     from retouch import RetouchNet
 
     return save_retouch_net(folder / "bad.safetensors", RetouchNet(("exposure",)), {})
@@ -152,8 +152,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "nan-weights": (nan_weights, "holds NaN or infinite values (damaged file)"),
     "no-metadata": (no_metadata, "no persaes metadata in the safetensors header"),
     "other-format": (other_format, "unknown checkpoint format 'persaes-checkpoint/99'"),
-    "older-format": (older_format, "made by an older persaes (format 'persaes-checkpoint/1'); run `persaes personalize` "
-                                   "again on the same answers to rebuild it"),
+    "older-format": (older_format, "made by an older persaes (format 'persaes-checkpoint/1'); "
+                                   "run `persaes personalize` again on the same answers to rebuild it"),
     "retouch-model": (retouch_model_as_profile, "unknown checkpoint format 'persaes-retouchnet/1'"),
     "unknown-backbone": (unknown_backbone, "unknown backbone 'resnet50'; known: efficientnet_lite2, vgg16"),
     "vgg16-without-weights": (vgg16_profile, ""),
@@ -238,7 +238,7 @@ def test_pickles_are_refused_without_running(album: Path, tmp_path: Path, kind: 
 
 
 def test_bad_retouching_models_are_refused_in_one_line(album: Path, tmp_path: Path) -> None:
-    from persaes.app.retouch_folder import save_retouch_net
+    from persaes.io.retouch_net_file import save_retouch_net
     from retouch import RetouchNet
 
     good = save_retouch_net(tmp_path / "net.safetensors", RetouchNet(("exposure",)), {})

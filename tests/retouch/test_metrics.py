@@ -36,7 +36,8 @@ def test_psnr_per_image() -> None:
 
 
 def test_ssim_per_image() -> None:
-    image = torch.nn.functional.interpolate(random_image(2, 3, 4, 4), size=(32, 32), mode="bilinear", align_corners=False)
+    image = torch.nn.functional.interpolate(random_image(2, 3, 4, 4), size=(32, 32), mode="bilinear",
+                                            align_corners=False)
     noisy = (image + 0.2 * (random_image(2, 3, 32, 32, seed=1) - 0.5)).clamp(0, 1)
     pair = torch.stack([image[0], noisy[1]])
     values = ssim(image, pair)
@@ -116,7 +117,8 @@ def test_delta_e_grows_with_a_cast_and_clipping_is_counted() -> None:
     assert torch.allclose(delta_e(image, image), torch.zeros(2), atol=1e-3)
     assert (delta_e(warm, image) > 1).all() and (delta_e(warmer, image) > delta_e(warm, image)).all()
     assert (clipped_share(image) == 0).all()
-    assert torch.allclose(clipped_share((image * 3).clamp(0, 1)), (image * 3 >= 254.5 / 255).any(dim=1).flatten(1).float().mean(1))
+    assert torch.allclose(clipped_share((image * 3).clamp(0, 1)),
+                          (image * 3 >= 254.5 / 255).any(dim=1).flatten(1).float().mean(1))
     grey = torch.full((1, 3, 8, 8), 0.6)
     assert float(neutral_chroma(grey, grey)) < 0.01
     assert float(neutral_chroma(grey * torch.tensor([1.1, 1.0, 0.9]).view(1, 3, 1, 1), grey)) > 5
@@ -128,7 +130,8 @@ def test_soft_clipped_share_follows_the_hard_count_and_has_gradients() -> None:
     for gain in (0.5, 1.0, 1.5, 3.0):
         edited = (image * gain).clamp(0, 1)
         assert torch.allclose(soft_clipped_share(edited), clipped_share(edited), atol=0.05)
-    near = torch.full((1, 3, 4, 4), 0.96, requires_grad=True)  # short of white: hardly counted, but a gradient toward it
+    # short of white: hardly counted, but a gradient toward it
+    near = torch.full((1, 3, 4, 4), 0.96, requires_grad=True)
     share = soft_clipped_share(near)
     share.sum().backward()
     assert float(share.detach()) < 0.01 and bool((near.grad > 0).any()) and torch.isfinite(near.grad).all()

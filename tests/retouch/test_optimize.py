@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +12,7 @@ from retouch.optimize import (
     optimize_edit,
     train_retouch_net,
 )
-from retouch.pipeline import Retoucher
+from retouch.pipeline import OPS, Retoucher
 
 
 def _brightness_loss(target: float):
@@ -39,14 +40,14 @@ def test_coarse_start_escapes_a_loss_that_is_flat_at_the_identity() -> None:
 
     settings = EditSettings(steps=10, fidelity=0.0, regularization=0.0)
     assert float(optimize_edit(photo, threshold, ("exposure",), settings).retouch_full(photo).mean()) > 0.55
-    chain = Retoucher(("exposure", "color", "dehaze"))
+    chain = Retoucher(OPS)
     coarse_start(chain, lambda: threshold(chain(photo)))
     assert float(chain(photo).mean().detach()) > 0.55
 
 
 def test_coarse_start_keeps_the_identity_when_nothing_beats_it() -> None:
     photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    chain = Retoucher(("exposure", "color", "dehaze"))
+    chain = Retoucher(OPS)
     before = chain.state()
     coarse_start(chain, lambda: (chain(photo) - photo).abs().mean())
     assert all(torch.equal(before[k], v) for k, v in chain.state().items())
@@ -54,8 +55,10 @@ def test_coarse_start_keeps_the_identity_when_nothing_beats_it() -> None:
 
 def test_regularisers_hold_edits_back() -> None:
     photo = torch.rand(1, 3, 64, 64) * 0.4
-    free = optimize_edit(photo, _brightness_loss(0.8), ("exposure",), EditSettings(steps=30, fidelity=0.0, regularization=0.0))
-    held = optimize_edit(photo, _brightness_loss(0.8), ("exposure",), EditSettings(steps=30, fidelity=5.0, regularization=5.0))
+    free = optimize_edit(photo, _brightness_loss(0.8), ("exposure",),
+                         EditSettings(steps=30, fidelity=0.0, regularization=0.0))
+    held = optimize_edit(photo, _brightness_loss(0.8), ("exposure",),
+                         EditSettings(steps=30, fidelity=5.0, regularization=5.0))
     assert (held(photo) - photo).abs().mean() < (free(photo) - photo).abs().mean()
 
 
@@ -70,7 +73,9 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
     ops = ("exposure", "color")
     free = optimize_edit(photo, greedy, ops, EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0))(photo)
     held = optimize_edit(photo, greedy, ops, EditSettings(steps=30))(photo)
-    added = lambda edited: float(clipped_share(edited) - clipped_share(photo))
+    def added(edited: torch.Tensor) -> float:
+        return float(clipped_share(edited) - clipped_share(photo))
+
     assert added(free) > 0.1 and added(held) < 0.005
     assert float(neutral_chroma(free, photo)) > 10 and float(neutral_chroma(held, photo)) < 6
     assert float(held.mean()) > float(photo.mean()) + 0.1  # the loss still moves what the guards allow
@@ -90,3 +95,10 @@ def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
     with torch.no_grad():
         error = (net(photos[held]) - targets[held]).abs().mean()
     assert error < 0.4 * (photos[held] - targets[held]).abs().mean()
+
+
+@pytest.mark.parametrize("field, value", [("steps", -1), ("lr", 0.0), ("fidelity", -1.0), ("clip_guard", -0.5),
+                                          ("work_size", 8)])
+def test_edit_settings_refuse_bad_values_when_made(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        EditSettings(**{field: value})

@@ -18,7 +18,8 @@ from retouch.pipeline import OPS, Retoucher, RetouchNet
 
 def _smooth(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A smooth image: bilinear upsampling of a 4x6 random image."""
-    return F.interpolate(random_image(2, 3, 4, 6, seed=seed), size=(height, width), mode="bilinear", align_corners=False)
+    return F.interpolate(random_image(2, 3, 4, 6, seed=seed), size=(height, width), mode="bilinear",
+                         align_corners=False)
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
@@ -79,7 +80,7 @@ def test_retouch_full_tracks_no_gradients() -> None:
 
 
 def test_state_round_trip_through_safetensors() -> None:
-    retoucher = Retoucher(("exposure", "color", "dehaze"), exposure_iterations=3, exposure_grid=(2, 4), lut_size=5)
+    retoucher = Retoucher(OPS, exposure_iterations=3, exposure_grid=(2, 4), lut_size=5)
     _perturb(retoucher)
     state = retoucher.state()
     assert set(state) == {

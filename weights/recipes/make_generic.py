@@ -14,20 +14,21 @@ Trains the default backbone's head (heads only, on cached features) on two objec
   over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured; mild and
   strong), so that the score has its optimum at the natural photo.
 
-The defaults reproduce the shipped file (a thumbnail CNN of width 16 beside the image
-statistics in the quality branch, 40 epochs, no hardening). The statistics-only branch with
-two hardening rounds ranks held-out photos' versions better and retouches clean photos more
-faithfully, but personalizes worse (benchmarks/README.md, §2)::
+``--recipe`` names a :data:`persaes.core.train.GENERIC_RECIPES` entry: ``shipped`` (the
+default) reproduces the shipped file; ``hardened`` is the statistics-only branch with two
+rounds of hardening against the retouching optimiser, which ranks held-out photos' versions
+better and retouches clean photos more faithfully, but personalizes worse (benchmarks/README.md,
+§2)::
 
-    python weights/recipes/make_generic.py ... --quality-width 0 --epochs 10 --harden-rounds 2
+    python weights/recipes/make_generic.py ... --recipe hardened
 
-``--harden-rounds`` runs rounds of hardening against the retouching optimiser: the generic
-retouch (all ops, as ``persaes retouch`` fits it) of ``--harden-photos`` seeded training
-Pixabay photos is fitted against the current weights, each edit that the fit scored more than
-``HARDEN_GAIN`` above its original becomes a pair (the untouched original beats it), and the
-head trains ``HARDEN_EPOCHS`` more epochs on all pairs (each hardening pair
-``HARDEN_REPEAT`` times). Each round prints the mean score gain the optimiser found on those
-clean photos, the number hardening drives down.
+``--epochs``, ``--quality-width``, ``--draws``, ``--harden-rounds`` and ``--harden-photos``
+override one field of the recipe. A hardening round fits the generic retouch (all ops, as
+``persaes retouch`` fits it) of seeded training Pixabay photos against the current weights;
+each edit that the fit scored more than the recipe's ``harden_gain`` above its original becomes
+a pair (the untouched original beats it), and the head trains more epochs on all pairs. Each
+round prints the mean score gain the optimiser found on those clean photos, the number
+hardening drives down.
 
 The job is resumable: features of every version and of every fitted edit are cached as they
 are computed, and with ``--state`` the training state is written after every epoch (one file
@@ -50,28 +51,19 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from persaes.app.retouch_folder import retouch_image
 from persaes.core.aesthetic_loss import AestheticLoss
 from persaes.core.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
 from persaes.core.features import FeatureCache, Features, extract_features, features_of_tensors, file_digest
 from persaes.core.model import BINS, AestheticModel, AttentionHead, distribution_to_score
+from persaes.core.retouching import retouch_image
 from persaes.core.scorer import Scorer
-from persaes.core.train import SHIPPED_GENERIC, train_generic
+from persaes.core.train import GENERIC_RECIPES, GenericRecipe, train_generic
 from persaes.eval.protocol import heldout_photos
 from persaes.io.checkpoint import model_metadata, save_checkpoint
 from persaes.io.images import load_image
 from persaes.io.references import read_ratings_csv
 from retouch import DEGRADATIONS, LEVELS, OPS, OVER_PROCESSING, degrade, over_process
 from retouch.optimize import EditSettings
-
-#: The shipped weights' quality branch: a thumbnail CNN of this width beside the statistics.
-SHIPPED_QUALITY_WIDTH = 16
-#: A fitted edit of a clean photo scored this much above it becomes a hardening pair.
-HARDEN_GAIN = 0.05
-#: Further epochs over all pairs after each hardening round.
-HARDEN_EPOCHS = 3
-#: How many times each hardening pair enters an epoch (a round adds about a hundred, beside ~18,000 others).
-HARDEN_REPEAT = 20
 
 #: Every version a training photo is ranked above: ``(kind, level)``, level None for degradations.
 VERSIONS: tuple[tuple[str, str | None], ...] = (
@@ -142,6 +134,15 @@ def pixabay_photos(images_csv: Path) -> set[str]:
         return {row["image"] for row in csv.DictReader(handle) if row["source"] == "Pixabay"}
 
 
+def chosen_recipe(args: argparse.Namespace) -> GenericRecipe:
+    """The named recipe with the fields the command line sets."""
+    recipe = GENERIC_RECIPES[args.recipe]
+    fields = {name: getattr(args, name) for name in ("quality_width", "draws", "harden_rounds", "harden_photos")
+              if getattr(args, name) is not None}
+    training = recipe.training if args.epochs is None else replace(recipe.training, epochs=args.epochs)
+    return replace(recipe, training=training, **fields)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -149,22 +150,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "generic.safetensors")
     ap.add_argument("--state", type=Path, default=None,
                     help="training state file, written after every epoch; an existing one of the same run is resumed")
-    ap.add_argument("--draws", type=int, default=2, help="seeded versions per photo and kind")
+    ap.add_argument("--recipe", choices=sorted(GENERIC_RECIPES), default="shipped")
+    ap.add_argument("--draws", type=int, default=None, help="seeded versions per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--quality-width", type=int, default=SHIPPED_QUALITY_WIDTH,
+    ap.add_argument("--quality-width", type=int, default=None,
                     help="channels of the quality branch's thumbnail CNN (0: statistics only)")
-    ap.add_argument("--epochs", type=int, default=SHIPPED_GENERIC.epochs)
-    ap.add_argument("--harden-rounds", type=int, default=0, help="rounds of hardening against the optimiser")
-    ap.add_argument("--harden-photos", type=int, default=120, help="training photos whose edits each round fits")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--harden-rounds", type=int, default=None, help="rounds of hardening against the optimiser")
+    ap.add_argument("--harden-photos", type=int, default=None, help="training photos whose edits each round fits")
     args = ap.parse_args(argv)
+    recipe = chosen_recipe(args)
     started = time.time()
     torch.manual_seed(args.seed)
 
     spec = get_spec(DEFAULT_BACKBONE)
     model = AestheticModel(spec, create_backbone(spec.name, "pretrained"),
-                           AttentionHead(spec.channels, quality_width=args.quality_width)).eval()
-    cache = FeatureCache(args.cache, spec.name, "pretrained") if args.cache else FeatureCache.default(spec.name, "pretrained")
+                           AttentionHead(spec.channels, quality_width=recipe.quality_width)).eval()
+    cache = (FeatureCache(args.cache, spec.name, "pretrained") if args.cache
+             else FeatureCache.default(spec.name, "pretrained"))
     images_csv = args.data / "images.csv"
     held = set(heldout_photos(images_csv))
     refs = read_ratings_csv(args.ratings, images_csv)
@@ -178,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     pixabay = pixabay_photos(images_csv)
     prior_rows = [r for r, name in enumerate(ids) if name in pixabay]
     ver_feats, owners, names = version_features(model, [refs.paths[ok[r]] for r in prior_rows], args.seed,
-                                                args.draws, cache)
+                                                recipe.draws, cache)
     feats = Features.cat([ref_feats, ver_feats])
     pairs = torch.tensor([[prior_rows[o], len(ref_feats) + j] for j, o in enumerate(owners)])
 
     head = model.head
-    settings = replace(SHIPPED_GENERIC, epochs=args.epochs)
+    settings = recipe.training
 
     def report(epoch: int, loss: float) -> None:
         print(f"epoch {epoch}: loss {loss:.4f} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -194,22 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     harden_rows = [prior_rows[i] for i in torch.randperm(len(prior_rows), generator=generator).tolist()]
     rounds = []
-    for r in range(args.harden_rounds):
-        chosen = harden_rows[r * args.harden_photos:(r + 1) * args.harden_photos]
+    for r in range(recipe.harden_rounds):
+        chosen = harden_rows[r * recipe.harden_photos:(r + 1) * recipe.harden_photos]
         edits = edit_features(model, [refs.paths[ok[row]] for row in chosen], args.seed, cache)
         with torch.no_grad():
             gains = distribution_to_score(head(*edits.take(range(len(edits))))) - distribution_to_score(
                 head(*feats.take(chosen)))
-        won = [(row, len(feats) + j) for j, row in enumerate(chosen) if gains[j] > HARDEN_GAIN]
+        won = [(row, len(feats) + j) for j, row in enumerate(chosen) if gains[j] > recipe.harden_gain]
         rounds.append({"photos": len(chosen), "mean_gain": round(float(gains.mean()), 4), "pairs": len(won)})
         print(f"hardening round {r + 1}: mean score gain of the fitted edits {gains.mean():+.3f}, "
               f"{len(won)} new pairs", file=sys.stderr, flush=True)
         feats = Features.cat([feats, edits])
-        pairs = torch.cat([pairs, torch.tensor(won * HARDEN_REPEAT).reshape(-1, 2)])
+        pairs = torch.cat([pairs, torch.tensor(won * recipe.harden_repeat).reshape(-1, 2)])
         state = None if args.state is None else args.state.with_suffix(f".round{r + 1}.safetensors")
         history += train_generic(head, feats.take, torch.cat([hists, torch.zeros(len(feats) - len(hists), BINS)]),
-                                 replace(settings, epochs=HARDEN_EPOCHS), args.seed + r + 1, pairs=pairs, rated=rated,
-                                 state_path=state, on_epoch=report, standardize=False)
+                                 replace(settings, epochs=recipe.harden_epochs), args.seed + r + 1, pairs=pairs,
+                                 rated=rated, state_path=state, on_epoch=report, standardize=False)
     with torch.no_grad():
         scores = torch.cat([distribution_to_score(head(*feats.take(chunk)))
                             for chunk in torch.arange(len(feats)).split(1024)])
@@ -221,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = model_metadata(
         model, "pretrained", kind="generic", trained=True,
         trained_on={"references": f"{args.ratings.name} over {images_csv.name} (all participants), {len(ids)} photos",
-                    "quality_prior": f"{len(prior_rows)} Pixabay photos x {len(VERSIONS)} kinds x {args.draws} draws",
+                    "quality_prior": f"{len(prior_rows)} Pixabay photos x {len(VERSIONS)} kinds x {recipe.draws} draws",
                     "held_out": f"{len(held)} Pixabay photos (persaes.eval.protocol.heldout_photos)"},
-        training=settings.as_dict(), seed=args.seed,
+        training=settings.as_dict(), recipe=args.recipe, seed=args.seed,
         train_preference=per_kind, hardening=rounds,
     )
     save_checkpoint(args.out, model, meta)

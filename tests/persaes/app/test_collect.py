@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ def test_page_has_the_controls(client_for: Callable, album: Path, tmp_path: Path
     for element in ('id="left"', 'id="right"', 'id="same"', 'id="undo"', 'id="progress"', "object-fit: contain"):
         assert element in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+    assert body == resources.files("persaes.app").joinpath("collect.html").read_bytes()  # the package data file
 
 
 @pytest.mark.parametrize("path", [

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from persaes.app.retouch_training import EditPairs, training_copy
+from persaes.app.retouch_training import EditPairs, fit_pairs, training_copy
+from persaes.core.aesthetic_loss import AestheticLoss
+from persaes.core.scorer import load_scorer
+from retouch.optimize import EditSettings
 
 
 def _pairs(n: int, size: int = 8) -> tuple[EditPairs, list[torch.Tensor]]:
@@ -54,3 +59,22 @@ def test_pairs_of_another_shape_are_refused() -> None:
         pairs.add(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4))
     with pytest.raises(ValueError, match="batch_size"):
         pairs.batches(0, seed=0)
+
+
+def test_no_pairs_make_no_batches() -> None:
+    with pytest.raises(ValueError, match="no pairs"):
+        EditPairs().batches(2, seed=0)
+
+
+def test_fit_pairs_fits_the_readable_photos_and_names_the_others(photos: list[Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    loss = AestheticLoss(load_scorer("generic", device="cpu"))
+    calls: list[tuple[int, int]] = []
+    errors: list[str] = []
+    pairs = fit_pairs([photos[0], broken], loss, ("exposure",), EditSettings(steps=0), 32,
+                      progress=lambda done, total: calls.append((done, total)), on_error=errors.append)
+    assert len(pairs) == 1 and calls == [(0, 2), (1, 2), (2, 2)]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+    photo, edit = pairs[0]
+    assert photo.dtype == torch.uint8 and photo.shape == (3, 32, 32) and torch.equal(photo, edit)  # 0 steps: no edit

@@ -52,5 +52,5 @@ def test_profile_path_builds_the_loss(pretrained_model, tmp_path: Path) -> None:
 
 
 def test_bad_input_shape_fails_loudly() -> None:
-    with pytest.raises(ValueError, match="B×3×H×W"):
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\), got \(3, 32, 32\)"):
         aesthetic_loss(torch.rand(3, 32, 32), load_scorer("generic", device="cpu"))

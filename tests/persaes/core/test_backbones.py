@@ -21,7 +21,7 @@ CATEGORIES = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]  # names only, no
 )
 def test_bundled_backbone_is_pretrained(name: str, expected: set[str]) -> None:
     model = _classifier()
-    image = load_image(Path(__file__).parents[1] / "fixtures" / "photos" / f"{name}.jpg")[None]
+    image = load_image(Path(__file__).parents[2] / "fixtures" / "photos" / f"{name}.jpg")[None]
     with torch.no_grad():
         top5 = model(preprocess(image, get_spec("efficientnet_lite2"))).topk(5).indices[0]
     assert expected & {CATEGORIES[i] for i in top5}

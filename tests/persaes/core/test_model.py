@@ -49,7 +49,7 @@ def test_head_rejects_unpooled_z3() -> None:
 
 
 def test_preprocess_rejects_non_rgb(random_model) -> None:
-    with pytest.raises(ValueError, match="RGB"):
+    with pytest.raises(ValueError, match=r"image must have shape \(B, 3, H, W\)"):
         random_model(torch.rand(1, 4, 64, 64))
 
 

@@ -17,7 +17,7 @@ from persaes.io.preferences import Answer, append_answer
 from persaes.io.references import read_score_csv
 from retouch import expose
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "album"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "album"
 
 
 def _variants_album(root: Path, names: list[str]) -> None:

@@ -1,20 +1,29 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from persaes.core.features import Features
 from persaes.core.losses import emd_loss
 from persaes.core.model import STATS, THUMB, AttentionHead, distribution_to_score
-from persaes.core.train import GenericSettings, PersonalSettings, train_generic, train_personal
+from persaes.core.train import (
+    GENERIC_RECIPES,
+    PERSONAL_PRESETS,
+    GenericSettings,
+    PersonalSettings,
+    train_generic,
+    train_personal,
+)
 
 
 def _feats(n: int, seed: int = 0) -> Features:
     """Random backbone features; the image statistics and thumbnails are all equal, so only the features can
     explain a target."""
     g = torch.Generator().manual_seed(seed)
-    return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g), torch.randn(n, 8, generator=g),
-                    torch.zeros(n, STATS), torch.full((n, 3, THUMB, THUMB), 0.5))
+    return Features(torch.randn(n, 4, 5, 5, generator=g), torch.randn(n, 6, 5, 5, generator=g),
+                    torch.randn(n, 8, generator=g), torch.zeros(n, STATS), torch.full((n, 3, THUMB, THUMB), 0.5))
 
 
 def test_generic_stage_fits_histograms() -> None:
@@ -134,3 +143,36 @@ def test_auto_iterations_follow_held_out_answers() -> None:
     assert choose_iterations(head, feats.take, misleading, settings, seed=0) == 0
     losses = train_personal(head, feats.take, consistent, settings, seed=0)
     assert len(losses) == long  # "auto" then trains the chosen count on all pairs
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("pair_content_grad", 1.5),
+                                          ("pair_margin", -0.1)])
+def test_generic_settings_refuse_bad_values_when_made(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        GenericSettings(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("iterations", -1), ("iterations", "many"), ("loss", "square"),
+                                          ("layers", "backbone"), ("epochs", 0.0), ("style_l2", 0.0),
+                                          ("batch_size", 0)])
+def test_personal_settings_refuse_bad_values_when_made(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        PersonalSettings(**{field: value})
+
+
+def test_settings_are_frozen_and_a_preset_changes_one_field_with_replace() -> None:
+    preset = PERSONAL_PRESETS["paper"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        preset.iterations = 5  # type: ignore[misc]
+    changed = dataclasses.replace(preset, iterations=5)
+    assert changed.iterations == 5 and changed.epochs == preset.epochs and not changed.taste
+    with pytest.raises(ValueError, match="iterations"):
+        dataclasses.replace(preset, iterations=-5)
+
+
+def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
+    shipped = GENERIC_RECIPES["shipped"]
+    assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (40, 3.0, 16)
+    assert GENERIC_RECIPES["hardened"].quality_width == 0 and GENERIC_RECIPES["hardened"].harden_rounds == 2
+    with pytest.raises(ValueError, match="draws"):
+        dataclasses.replace(shipped, draws=0)

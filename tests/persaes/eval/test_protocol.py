@@ -14,7 +14,7 @@ from PIL import Image
 from persaes.eval.protocol import draw_pairs, heldout_photos, pairwise_accuracy, spearman, split_ratings
 from persaes.io.references import read_ratings_csv
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_split_is_disjoint_seeded_and_complete() -> None:
@@ -52,7 +52,9 @@ def test_spearman_and_pairwise_accuracy_on_known_cases() -> None:
 
 def test_heldout_photos_are_fixed_pixabay_photos(tmp_path: Path) -> None:
     table = tmp_path / "images.csv"
-    rows = ["image,file,category,source"] + [f"p{i},images/p{i}.jpg,Object,{'Pixabay' if i % 2 else 'Flickr'}" for i in range(50)]
+    rows = ["image,file,category,source"] + [
+        f"p{i},images/p{i}.jpg,Object,{'Pixabay' if i % 2 else 'Flickr'}" for i in range(50)
+    ]
     table.write_text("\n".join(rows) + "\n")
     held = heldout_photos(table, n=10, seed=0)
     assert held == heldout_photos(table, n=10, seed=0) and len(held) == 10
@@ -81,7 +83,9 @@ def test_leave_one_out_histograms_exclude_the_participant(tmp_path: Path) -> Non
     root = _synthetic_set(tmp_path)
     everyone = read_ratings_csv(root / "ratings.csv", root / "images.csv")
     without = read_ratings_csv(root / "ratings.csv", root / "images.csv", exclude_participants=["3"])
-    rated_by_3 = {line.split(",")[1] for line in (root / "ratings.csv").read_text().splitlines()[1:] if line.startswith("3,")}
+    rated_by_3 = {
+        line.split(",")[1] for line in (root / "ratings.csv").read_text().splitlines()[1:] if line.startswith("3,")
+    }
     by_id = dict(zip(everyone.ids, everyone.mean_scores().tolist()))
     changed = [i for i, m in zip(without.ids, without.mean_scores().tolist()) if abs(m - by_id[i]) > 1e-6]
     assert changed and set(changed) <= rated_by_3

@@ -29,4 +29,5 @@ def test_consistent_tastes_come_in_opposite_pairs_and_content_tastes_put_the_cat
     image = torch.rand(1, 3, 16, 16)
     assert CONSISTENT_TASTES["warm"].value(image) == -CONSISTENT_TASTES["cool"].value(image)
     animals = ConsistentTaste("animals", category="Animal")
-    assert animals.value(image, "Animal", 1.0) > animals.value(image, "Scenery", 7.0) > animals.value(image, "Person", 2.0)
+    assert (animals.value(image, "Animal", 1.0) > animals.value(image, "Scenery", 7.0)
+            > animals.value(image, "Person", 2.0))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from persaes.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from persaes.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 
 
 def _listing(folder: Path) -> list[str]:
@@ -55,3 +55,19 @@ def test_keeps_mode_of_existing_file(tmp_path: Path) -> None:
 def test_missing_folder_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_write_text(tmp_path / "nope" / "a.txt", "x")
+
+
+def test_stale_temp_files_of_killed_writes_are_recognised(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    keep = [tmp_path / "photo.jpg", tmp_path / ".hidden.tmp", tmp_path / ".photo.jpg.notrandom.tmp"]
+    for path in keep:
+        path.write_bytes(b"x")
+    earlier = tmp_path / "sub" / ".scores.csv.0123456789ab.tmp"  # the name an earlier version gave a temp file
+    earlier.write_bytes(b"half")
+    with pytest.raises(FileNotFoundError, match="the writer removed its temporary file"):
+        with atomic_path(tmp_path / "sub" / "a.jpg") as tmp:
+            tmp.write_bytes(b"half")
+            assert tmp.name.startswith(".a.jpg.") and tmp.name.endswith(".tmp")
+            removed = remove_stale_temp_files(tmp_path)  # what a rerun does after a kill at this point
+    assert sorted(removed) == sorted([tmp, earlier])
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)

@@ -156,8 +156,8 @@ def test_round_trip(tmp_path: Path) -> None:
 
 def test_cut_last_line_loads_complete_answers_and_next_append_is_separate(tmp_path: Path) -> None:
     path = tmp_path / "prefs.jsonl"
-    for w, l in [("a", "b"), ("b", "c"), ("c", "d")]:
-        append_answer(path, Answer(w, l))
+    for winner, loser in [("a", "b"), ("b", "c"), ("c", "d")]:
+        append_answer(path, Answer(winner, loser))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 12])  # crash in the middle of line 3
     answers, problems = read_answers(path)

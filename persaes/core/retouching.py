@@ -1,0 +1,106 @@
+"""Retouching one photo against an aesthetic model: a fitted edit or a trained network's one pass.
+
+A profile's fitted edit is made on top of the generic model's (``base``), so personal
+retouching is the generic retouch plus the user's taste; a greyscale photo stays greyscale.
+
+Example:
+    >>> image = torch.full((1, 3, 24, 32), 0.25)
+    >>> brighter = lambda images: 5.0 * (1.0 - images.mean())
+    >>> settings = EditSettings(steps=5, work_size=32, fidelity=0.5)
+    >>> retouched = retouch_image(image, brighter, ("exposure",), settings)
+    >>> retouched.shape, bool(retouched.mean() > image.mean() + 0.02)
+    (torch.Size([1, 3, 24, 32]), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from kornia.color import rgb_to_grayscale
+from torch import Tensor
+
+from retouch import RetouchNet
+from retouch.color import check_image
+from retouch.optimize import EditSettings, LossFn, optimize_edit
+
+__all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "taste_settings"]
+
+TASTE_FIDELITY_SHARE = 0.3
+"""Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on.
+
+That edit refines an already retouched photo: at the full weight the L1 fidelity term holds it
+at exactly zero on some photos, and with the exposure curves' channel spread charged, 0.3 lets
+a taste move its photos without bolder casts (benchmarks/README.md, §3)."""
+
+
+def taste_settings(settings: EditSettings) -> EditSettings:
+    """The settings a profile's edit is fitted with on top of a base retouch.
+
+    Args:
+        settings: the settings of the base retouch.
+
+    Returns:
+        ``settings`` with :data:`TASTE_FIDELITY_SHARE` of the fidelity weight.
+    """
+    return replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+
+
+def is_greyscale(image: Tensor) -> bool:
+    """Whether every pixel of an image has equal channels, up to the 2/255 that 8-bit JPEG rounding leaves.
+
+    Args:
+        image: :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+
+    Returns:
+        True when no pixel's channels differ by more than 2/255.
+    """
+    check_image(image)
+    return bool((image.amax(dim=1) - image.amin(dim=1)).max() <= 2 / 255)
+
+
+def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: EditSettings,
+                  net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None) -> Tensor:
+    """Retouch a full-size photo: a fitted edit (``net`` None) or the network's one pass.
+
+    With ``base`` (the generic model's loss), the photo is retouched against ``base`` first,
+    then that result against ``loss`` with :func:`taste_settings` (fidelity measured to the
+    base retouch): a profile's taste is a change on top of the generic retouch, so it keeps
+    the generic model's corrections (haze, casts, exposure) unless the profile argues
+    against them. Given the base retouch already, ``retouch_image(base_retouch, loss, ops,
+    taste_settings(settings))`` is the same result.
+
+    A greyscale photo (:func:`is_greyscale`) stays greyscale: its result is turned back into
+    grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
+
+    Args:
+        image: :math:`(1, 3, H, W)` in :math:`[0, 1]`.
+        loss: images → scalar loss the edit is fitted against (e.g. an
+            :class:`~persaes.core.aesthetic_loss.AestheticLoss`).
+        ops: the ops to fit (see :data:`retouch.OPS`).
+        settings: how the edit is fitted.
+        net: a trained retouching network; it replaces fitting.
+        seed: fixes the fit.
+        base: the loss of the retouch the edit is made on top of; not with ``net``.
+
+    Returns:
+        The retouched photo, :math:`(1, 3, H, W)` in :math:`[0, 1]`.
+
+    Raises:
+        ValueError: ``net`` and ``base`` are both given, or ``image`` is not an image batch.
+    """
+    check_image(image)
+    if net is not None:
+        if base is not None:
+            raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
+        with torch.no_grad():
+            result = net(image)
+    elif base is not None:
+        start = retouch_image(image, base, ops, settings, seed=seed)
+        return retouch_image(start, loss, ops, taste_settings(settings), seed=seed)
+    else:
+        result = optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
+    if is_greyscale(image):
+        result = rgb_to_grayscale(result).expand_as(result).contiguous()
+    return result

@@ -1,0 +1,87 @@
+"""Retouching one photo: fitted edits, a profile's edit on top of the base retouch, greyscale photos."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from persaes.core.retouching import TASTE_FIDELITY_SHARE, is_greyscale, retouch_image, taste_settings
+from retouch import RetouchNet
+from retouch.optimize import EditSettings
+
+FAST = EditSettings(steps=1, work_size=96)
+
+
+def test_is_greyscale_allows_8_bit_rounding_only() -> None:
+    grey = torch.rand(1, 1, 6, 5).expand(1, 3, 6, 5).clone()
+    assert is_greyscale(grey)
+    grey[0, 2, 1, 1] += 1 / 255  # what JPEG rounding leaves in a grey photo
+    assert is_greyscale(grey)
+    grey[0, 0, 3, 2] += 4 / 255
+    assert not is_greyscale(grey)
+
+
+def test_a_stacked_greyscale_photo_stays_grey_at_every_stage() -> None:
+    torch.manual_seed(0)
+    image = (torch.rand(1, 1, 40, 56) * 0.5).expand(1, 3, 40, 56).contiguous()
+    settings = EditSettings(steps=5, work_size=32, fidelity=0.5)
+    stacked = retouch_image(image, _warmer, ("color",), settings, base=_brighter)
+    assert is_greyscale(stacked) and torch.equal(stacked[:, 0], stacked[:, 2])
+    assert stacked.mean() > image.mean() + 0.02  # the base's brightening stays
+
+
+def _warmer(images: torch.Tensor) -> torch.Tensor:
+    return 5.0 * (images[:, 2].mean() - images[:, 0].mean())
+
+
+def _brighter(images: torch.Tensor) -> torch.Tensor:
+    return 5.0 * (1.0 - images.mean())
+
+
+def _indifferent(images: torch.Tensor) -> torch.Tensor:
+    return images.sum() * 0.0
+
+
+def test_a_profile_edit_on_top_of_the_base_keeps_the_base_correction() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 40, 56) * 0.5
+    settings = EditSettings(steps=5, work_size=32, fidelity=0.5)
+    brightened = retouch_image(image, _brighter, ("exposure",), settings)
+    alone = retouch_image(image, _indifferent, ("exposure",), settings)
+    stacked = retouch_image(image, _indifferent, ("exposure",), settings, base=_brighter)
+    assert brightened.mean() > image.mean() + 0.02
+    assert torch.allclose(alone, image, atol=1e-5)  # no taste and no base: the identity
+    assert torch.allclose(stacked, brightened, atol=1e-5)  # no taste on top: the base's edit stays
+    eager = retouch_image(image, _brighter, ("exposure",), settings, base=_brighter)
+    assert eager.mean() > brightened.mean()  # a taste on top moves further from the base's result
+
+
+def _mildly_brighter(images: torch.Tensor) -> torch.Tensor:
+    return 3.0 * (1.0 - images.mean())
+
+
+def test_a_profile_edit_on_top_of_the_base_is_held_with_a_share_of_the_fidelity() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 40, 56) * 0.5
+    settings = EditSettings(steps=5, work_size=32, fidelity=2.0)
+    # the base keeps the photo; held with the full fidelity weight, the taste would not move it either
+    stacked = retouch_image(image, _mildly_brighter, ("exposure",), settings, base=_indifferent)
+    shared = taste_settings(settings)
+    assert shared == replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+    assert TASTE_FIDELITY_SHARE < 0.75
+    assert torch.allclose(stacked, retouch_image(image, _mildly_brighter, ("exposure",), shared), atol=1e-5)
+    assert stacked.mean() > image.mean() + 0.02
+    assert torch.allclose(retouch_image(image, _mildly_brighter, ("exposure",), settings), image, atol=1e-5)
+
+
+def test_a_retouching_model_takes_no_base() -> None:
+    with pytest.raises(ValueError, match="one pass"):
+        retouch_image(torch.rand(1, 3, 8, 8), _brighter, ("exposure",), FAST, net=RetouchNet(("exposure",)),
+                      base=_brighter)
+
+
+def test_is_greyscale_refuses_what_is_not_an_image_batch() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        is_greyscale(torch.rand(3, 8, 8))
