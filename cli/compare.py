@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
-from persaes.cli.common import ProgressBar, device_option, fidelity_option, ops_option, steps_option, user_errors, warn
+from persaes.cli.common import Progress, device_option, fidelity_option, ops_option, steps_option, user_errors, warn
 
 from persaes.app.report import compare_folder
 from persaes.core.backbones import BackboneError
@@ -36,7 +36,7 @@ def compare_cmd(in_dir: str, profile: str, report: str, ops: tuple[str, ...], st
     """
     generic = load_scorer("generic", device=device)
     personal = load_scorer(profile, device=device)
-    with ProgressBar("retouching") as progress:
+    with Progress("retouching") as progress:
         rows, failed = compare_folder(in_dir, report, generic, personal, ops,
                                       EditSettings(steps=steps, fidelity=fidelity), limit, progress=progress,
                                       on_error=warn)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import click
-from persaes.cli.common import ProgressBar, StageProgress, device_option, user_errors, warn
+from persaes.cli.common import Progress, device_option, user_errors, warn
 
 import persaes
 from persaes.app.report import compare_folder
@@ -40,13 +40,10 @@ def demo_cmd(out: str, photos: int, steps: int, device: str) -> None:
         raise click.ClickException(f"{EXAMPLES}: the example album is missing (install persaes from its source tree)")
     started = time.time()
     out_dir = Path(out)
-    bar = StageProgress()
-    try:
-        report = personalize(album, answers, out_dir / "profile.safetensors", device=device, progress=bar)
-    finally:
-        bar.close()
+    with Progress() as stages:
+        report = personalize(album, answers, out_dir / "profile.safetensors", device=device, progress=stages.stage)
     click.echo(f"1/2 profile: {report.profile} ({report.answered} answers, {report.inferred} inferred pairs)")
-    with ProgressBar("retouching") as progress:
+    with Progress("retouching") as progress:
         rows, failed = compare_folder(album, out_dir / "report", load_scorer("generic", device=device),
                                       load_scorer(report.profile, device=device), settings=EditSettings(steps=steps),
                                       limit=photos, progress=progress, on_error=warn)

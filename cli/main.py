@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from persaes.cli.common import QUIET
 from persaes.cli.compare import compare_cmd
 from persaes.cli.demo import demo_cmd
 from persaes.cli.personalize import personalize_cmd
@@ -13,8 +14,13 @@ from persaes.cli.score import score
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="persaes")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Show no progress (errors and warnings still print).")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool) -> None:
     """Learn one person's taste in photos from pairwise answers, and retouch photos toward it.
+
+    Long commands show their progress on stderr: a live bar on a terminal, one plain line per
+    step elsewhere (a log, a pipe).
 
     \b
     Typical path:
@@ -22,6 +28,7 @@ def main() -> None:
       persaes personalize ALBUM --prefs answers.jsonl --out me.safetensors
       persaes retouch ALBUM OUT --profile me.safetensors
     """
+    ctx.meta[QUIET] = quiet
 
 
 main.add_command(score)

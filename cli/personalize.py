@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 
 import click
-from persaes.cli.common import StageProgress, device_option, printable, user_errors, warn
+from persaes.cli.common import Progress, device_option, printable, user_errors, warn
 
 from persaes.core.backbones import BackboneError
 from persaes.core.personalize import MIN_REFERENCES, personalize
@@ -39,8 +39,10 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
                     preset: str, iterations: str | None, finetune_backbone: bool, seed: int, device: str) -> None:
     """Learn a personal profile from an album and preference answers.
 
-    Unreadable photos and unusable answers are skipped and listed on stderr; the
-    profile is still written, and the exit status is then 1.
+    Album photos that cannot be read (empty, truncated, not an image) and unusable answers
+    are skipped, each named in a warning on stderr (such photos are left out of the summary's
+    photo count); the profile is still written, and the exit status is then 1 (as with score
+    and retouch).
 
     \b
     Example:
@@ -50,18 +52,16 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
     personal = PERSONAL_PRESETS[preset]
     if iterations is not None:
         personal = replace(personal, iterations=parse_iterations(iterations))
-    progress = StageProgress()
-    try:
+    with Progress() as progress:
         report = personalize(album, prefs, out, references=references, k=k,
                              min_references=min_references, device=device, seed=seed,
-                             personal=personal, finetune_backbone=finetune_backbone, progress=progress)
-    finally:
-        progress.close()
+                             personal=personal, finetune_backbone=finetune_backbone, progress=progress.stage)
     for problem in report.problems:
         warn(problem)
     reference_note = f", {report.references} references" if report.references else ""
     click.echo(printable(f"profile written to {report.profile} ({report.answered} answers, {report.inferred} inferred "
                          f"pairs, {report.photos} photos{reference_note})"))
     if report.problems:
-        warn(f"{len(report.problems)} problems (listed above) were skipped")
+        many = len(report.problems) > 1
+        warn(f"{len(report.problems)} problem{'s' if many else ''} (listed above) {'were' if many else 'was'} skipped")
     sys.exit(1 if report.problems else 0)

@@ -38,7 +38,8 @@ def collect(album: str, out: str, pairs: int, variants: bool, select: str, port:
     """Ask which of two photos you prefer, on a page served on 127.0.0.1, until Ctrl-C.
 
     Click the photo you prefer (or press the left/right arrow key), the down arrow for
-    "about the same", U or Backspace to undo. Every answer is saved at once.
+    "about the same", U or Backspace to undo. Every answer is saved at once. Photos that
+    cannot be read (empty, truncated, not an image) are listed on stderr and never shown.
 
     \b
     Example:
@@ -54,7 +55,7 @@ def collect(album: str, out: str, pairs: int, variants: bool, select: str, port:
         keys, files = album_photos(album)
         click.echo(f"features of {len(files)} photos for active questions (cached after the first run)", err=True)
         chooser = ActivePairs.for_photos(keys, files, seed=seed, device=device).next_pair
-    session = CollectSession(album, out, pairs=pairs, variants=variants, seed=seed, chooser=chooser)
+    session = CollectSession(album, out, pairs=pairs, variants=variants, seed=seed, chooser=chooser, on_skip=warn)
     for problem in session.problems:
         warn(problem)
     server = serve(session, port=port)
@@ -68,4 +69,9 @@ def collect(album: str, out: str, pairs: int, variants: bool, select: str, port:
         pass
     finally:
         server.server_close()
-    click.echo(f"answers saved to {out}")
+    if session.appended:
+        click.echo(f"answers saved to {out}")
+    elif session.out_file.exists():
+        click.echo(f"no answer was given; {out} was left as it was")
+    else:
+        click.echo("no answer was given; nothing was written")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from persaes.cli.common import (
-    ProgressBar,
+    Progress,
     device_option,
     fidelity_option,
     ops_option,
@@ -51,14 +51,20 @@ def base_scorer(profile: str, base: str | None, device: str) -> Scorer | None:
 @steps_option
 @fidelity_option
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--redo", is_flag=True,
+              help="Re-do the photos OUT holds from a run with other settings, replacing them there (IN is never "
+                   "touched).")
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
 def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model_path: str | None,
-                ops: tuple[str, ...], steps: int, fidelity: float, seed: int, device: str) -> None:
+                ops: tuple[str, ...], steps: int, fidelity: float, seed: int, redo: bool, device: str) -> None:
     """Retouch every photo under IN into OUT (same relative paths), toward a profile's taste.
 
-    IN is never written to. Finished photos are skipped on a rerun, so an interrupted
-    run resumes. OUT/scores.csv lists each photo's score before and after (under the profile).
+    IN is never written to. Photos finished with the same settings are skipped on a rerun, so
+    an interrupted run resumes; if OUT holds photos made with other settings (another profile,
+    --steps, ...), the run stops before writing anything: pass --redo to re-do them, or choose
+    another OUT. OUT/scores.csv lists each photo's score before and after (under the profile)
+    and the settings that made it.
     A profile's edit is fitted on top of the generic retouch (--base), so the generic
     corrections stay unless the profile's taste argues against them.
 
@@ -74,10 +80,11 @@ def retouch_cmd(in_dir: str, out_dir: str, profile: str, base: str | None, model
         net, _ = load_retouch_net(model_path)
         net = net.to(scorer.device)
     base_model = None if model_path else base_scorer(profile, base, device)
-    with ProgressBar("retouching") as progress:
+    with Progress("retouching") as progress:
         summary = retouch_folder(in_dir, out_dir, scorer, ops, EditSettings(steps=steps, fidelity=fidelity), net, seed,
                                  progress=progress, on_error=warn,
-                                 model_name=Path(model_path).name if model_path else str(profile), base=base_model)
+                                 model_name=Path(model_path).name if model_path else str(profile), base=base_model,
+                                 base_name=base or "generic", redo=redo)
     click.echo(printable(f"{summary.done} photos retouched into {out_dir}, {summary.skipped} already done, "
                          f"{len(summary.failed)} failed"))
     if summary.failed:
@@ -121,12 +128,12 @@ def train_retoucher_cmd(folder: str, out: str, profile: str, base: str | None, o
     base_model = base_scorer(profile, base, device)
     base_loss = AestheticLoss(base_model) if base_model is not None else None
     settings = EditSettings(steps=steps, fidelity=fidelity)
-    with ProgressBar("fitting edits") as progress:
+    with Progress("fitting edits") as progress:
         pairs = fit_pairs(files, loss, ops, settings, size, seed=seed, base=base_loss, progress=progress, on_error=warn)
     if not len(pairs):
         raise click.ClickException(f"{folder}: no readable photos")
     steps_total = epochs * -(-len(pairs) // batch_size)
-    with ProgressBar("training") as progress:
+    with Progress("training", "steps") as progress:
         progress(0, steps_total)
         net = train_retouch_net(pairs.batches(batch_size, seed), ops, epochs, seed=seed, device=loss.scorer.device,
                                 on_step=lambda step, _: progress(step, steps_total))

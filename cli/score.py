@@ -6,10 +6,10 @@ import json
 import sys
 
 import click
-from persaes.cli.common import ProgressBar, device_option, printable, user_errors, warn
+from persaes.cli.common import Progress, device_option, printable, user_errors, warn
 
 from persaes.core.backbones import BackboneError
-from persaes.core.scorer import load_scorer
+from persaes.core.scorer import format_score, load_scorer
 from persaes.io.checkpoint import CheckpointError
 from persaes.io.images import iter_images
 
@@ -31,7 +31,7 @@ def score(paths: tuple[str, ...], profile: str, as_json: bool, batch_size: int, 
     scorer = load_scorer(profile, device=device)
     files = list(iter_images(paths))
     results, failed = [], 0
-    with ProgressBar("scoring") as progress:
+    with Progress("scoring") as progress:
         progress(0, len(files))
         for done, (path, value, error) in enumerate(scorer.iter_scores(files, batch_size), 1):
             progress(done, len(files))
@@ -39,9 +39,11 @@ def score(paths: tuple[str, ...], profile: str, as_json: bool, batch_size: int, 
                 failed += 1
                 warn(error)
                 continue
-            results.append({"path": str(path), "score": round(value, 4)})
+            results.append({"path": str(path), "score": float(format_score(value))})
             if not as_json:
-                click.echo(printable(f"{value:.3f}\t{path}"))
+                progress.clear()  # on a terminal: the score's line where the bar was, the bar below it
+                click.echo(printable(f"{format_score(value)}\t{path}"))
+                progress.redraw()
     if as_json:
         text = json.dumps(results, indent=1, ensure_ascii=False)
         click.echo(text if printable(text) == text else json.dumps(results, indent=1))  # JSON's own escapes

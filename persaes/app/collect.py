@@ -9,6 +9,10 @@ Every answer is appended to the preference file (see :mod:`persaes.io.preference
 and fsync'ed, so stopping the server (or a crash) loses nothing; running again with the same file continues
 where it stopped: pairs already answered are not asked again and the progress line starts from their count.
 
+Every album image is decoded once when the session starts (JPEGs at reduced scale, so a thousand photos take
+seconds); one that cannot be (empty, truncated, not an image) is skipped with a one-line reason naming the file
+(:attr:`CollectSession.skipped`), never offered and never served.
+
 Variants mode
 -------------
 With ``variants=True`` each question shows the same photo under two different random mild edits (exposure,
@@ -27,7 +31,7 @@ HTTP API (all need the token)
 - ``GET /``: the page.
 - ``GET /api/next``: ``{"left": url, "right": url, "left_path": p, "right_path": p, "done": n, "total": N,
   "can_undo": bool}`` or ``{"finished": true, "done": n, "total": N, "can_undo": bool}``.
-- ``GET /image/<album-relative path>``: an image of the album listing, nothing else.
+- ``GET /image/<album-relative path>``: a readable image of the album listing, nothing else (404).
 - ``POST /api/answer`` with ``{"winner": p, "loser": p}`` or ``{"left": p, "right": p, "tie": true}``: answer
   the pair on offer; returns the next state as ``/api/next`` does. Any other pair: 400.
 - ``POST /api/undo``: append an undo line; the undone pair is asked again next. Returns the next state.
@@ -53,6 +57,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +88,8 @@ HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
 BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 """Served as they are; other image formats (TIFF) are sent as JPEG."""
+CHECK_SIDE = 64
+"""Longer side album images are decoded at when a session checks them (JPEGs decode at reduced scale)."""
 
 Pair = tuple[str, str]
 
@@ -118,13 +125,56 @@ def album_photos(album_root: str | os.PathLike[str]) -> tuple[list[str], list[Pa
     return keys, [listing[key] for key in keys]
 
 
+def _readable(listing: dict[str, Path], on_skip: Callable[[str], None] | None = None
+              ) -> tuple[dict[str, Path], dict[str, str]]:
+    """Split an album listing into the images that decode and those that do not.
+
+    Each file is decoded in full, at reduced scale (:data:`CHECK_SIDE`, as :func:`open_rgb` does), a few at once.
+
+    Args:
+        listing: album key → file.
+        on_skip: told each unreadable file's one-line reason (naming the file), in key order.
+
+    Returns:
+        The readable part of ``listing``, and album key → reason for the rest.
+    """
+
+    def problem(path: Path) -> str | None:
+        try:
+            open_rgb(path, max_side=CHECK_SIDE)
+        except ImageError as err:
+            return str(err)
+        except OSError as err:  # e.g. the file vanished while the album was listed
+            return f"{path}: cannot be read ({err.strerror or err})"
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        problems = list(pool.map(problem, listing.values()))
+    readable, skipped = {}, {}
+    for (key, path), reason in zip(listing.items(), problems):
+        if reason is None:
+            readable[key] = path
+            continue
+        skipped[key] = reason
+        if on_skip is not None:
+            on_skip(f"{reason}; skipped, not offered")
+    return readable, skipped
+
+
 def _album_listing(root: Path) -> dict[str, Path]:
-    """Album-relative key → file, for every image whose real path lies inside ``root`` (a resolved folder)."""
-    return {
-        path.relative_to(root).as_posix(): path
-        for path in iter_images([root])
-        if path.resolve().is_relative_to(root)
-    }
+    """Album-relative key → file, for every image whose real path lies inside ``root`` (a resolved folder).
+
+    A link that loops is listed: :func:`_readable` names it and leaves it out.
+    """
+    return {path.relative_to(root).as_posix(): path for path in iter_images([root]) if _inside(path, root)}
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``'s real path lies inside ``root`` (True for a link that loops: it has no real path)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return True
 
 
 class CollectSession:
@@ -142,6 +192,8 @@ class CollectSession:
             :class:`persaes.core.active.ActivePairs`); without it the pairs are drawn at random. A
             pair it returns that is already answered or names a file outside the album's
             photos is refused (``ValueError``).
+        on_skip: told, while the session starts, each album image that cannot be decoded (empty, truncated,
+            not an image): one line naming the file and the problem. Such images are never offered nor served.
 
     Raises:
         FileNotFoundError: the album or the folder of ``out_file`` is missing.
@@ -151,7 +203,9 @@ class CollectSession:
     Attributes:
         root: the album folder, resolved.
         problems: skipped lines of ``out_file``, one line each.
+        skipped: album key → one-line reason, for each album image that cannot be decoded.
         total: the number of pairs of this run, answered ones included.
+        appended: lines this session appended to ``out_file`` (answers and undos).
     """
 
     def __init__(
@@ -162,6 +216,7 @@ class CollectSession:
         variants: bool = False,
         seed: int = 0,
         chooser: Chooser | None = None,
+        on_skip: Callable[[str], None] | None = None,
     ) -> None:
         if pairs < 0:
             raise ValueError(f"pairs must be >= 0, got {pairs}")
@@ -178,7 +233,8 @@ class CollectSession:
         if chooser is not None and variants:
             raise ValueError("active questions compare different photos; they do not apply to variants mode")
         self.chooser = chooser
-        self.images = _album_listing(self.root)
+        self.images, self.skipped = _readable(_album_listing(self.root), on_skip)
+        self.appended = 0
         self._lock = threading.Lock()
         self._history, self.problems = self._read_history()
         self._offered: Pair | None = None
@@ -206,7 +262,9 @@ class CollectSession:
         sources = sorted(key for key in self.images if not is_variant(key))
         needed = 1 if self.variants else 2
         if len(sources) < needed:
-            raise ValueError(f"{self.root}: found {len(sources)} photo(s), need at least {needed}")
+            unreadable = sum(1 for key in self.skipped if not is_variant(key))
+            also = f" ({unreadable} more cannot be read)" if unreadable else ""
+            raise ValueError(f"{self.root}: found {len(sources)} photo(s){also}, need at least {needed}")
         return sources
 
     def _in_scope(self, pair: Pair | None) -> bool:
@@ -301,6 +359,7 @@ class CollectSession:
             if offered is None or {winner, loser} != set(offered):
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"the pair {winner!r}, {loser!r} is not on offer")
             append_answer(self.out_file, Answer(winner, loser, tie=tie, t=round(time.time(), 3)))
+            self.appended += 1
             self._history.append(offered)
             self._pending.popleft()
             self._offered = None
@@ -315,6 +374,7 @@ class CollectSession:
             if not self._history:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "no answer to undo")
             append_undo(self.out_file)
+            self.appended += 1
             pair = self._history.pop()
             if pair is not None and self._in_scope(pair):
                 self._pending.appendleft(pair)
@@ -325,15 +385,17 @@ class CollectSession:
 
         Raises:
             RequestError: 403 for traversal (``..``, absolute paths, links out of the album), 404 for a path
-                that is not an album image.
+                that is not an album image or one that cannot be decoded.
         """
         parts = key.split("/")
         if key.startswith("/") or "\\" in key or "\0" in key or any(p in ("", ".", "..") for p in parts):
             raise RequestError(HTTPStatus.FORBIDDEN, f"{key!r}: not an album-relative path")
         path = self.images.get(key)
+        if key in self.skipped:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"{key!r}: not offered, cannot be read")
         if path is None:
             raise RequestError(HTTPStatus.NOT_FOUND, f"{key!r}: not an image of the album")
-        if not path.resolve().is_relative_to(self.root):
+        if not _inside(path, self.root):  # a link that loops now: reading it fails, a 404
             raise RequestError(HTTPStatus.FORBIDDEN, f"{key!r}: points outside the album")
         return path
 

@@ -4,10 +4,14 @@
 ``persaes retouch`` writes them; the personal ones are the generic ones retouched further),
 ``thumbs/`` (web-sized JPEGs), ``index.html`` (one row per photo: original | generic |
 personalized, each with its generic and personal score; no external assets) and
-``contact_sheet.png``.
+``contact_sheet.png``. A version's score is that of its file (the original, or the output in
+``generic/`` or ``personal/``) as ``persaes score FILE`` prints it: the same input pipeline
+(:meth:`~persaes.core.scorer.Scorer.score` of the file), the same decimals
+(:func:`~persaes.core.scorer.format_score`); never the thumbnail's.
 
 Example:
     >>> import tempfile
+    >>> import torch
     >>> from persaes.core.scorer import load_scorer
     >>> from persaes.io.images import to_pil
     >>> tmp = Path(tempfile.mkdtemp())
@@ -33,15 +37,14 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-import torch
 from PIL import Image, ImageDraw
 
 from persaes.app.progress import ProgressCallback
 from persaes.app.retouch_folder import RetouchSummary, plan, retouch_folder
 from persaes.core.retouching import taste_settings
-from persaes.core.scorer import Scorer
+from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_text
-from persaes.io.images import ImageError, open_rgb, to_tensor
+from persaes.io.images import ImageError, open_rgb
 from retouch import OPS
 from retouch.optimize import EditSettings
 
@@ -122,10 +125,11 @@ def compare_folder(
     # the personal column is the generic column's photos retouched further against the profile:
     # retouch_image(..., base=generic) without fitting the generic edit a second time
     summaries: list[RetouchSummary] = [
+        # the report folder is the comparison's own: photos made with other settings are made again
         retouch_folder(in_dir, report_dir / "generic", generic, ops, settings, progress=progress, on_error=on_error,
-                       model_name="generic"),
+                       model_name="generic", redo=True),
         retouch_folder(report_dir / "generic", report_dir / "personal", personal, ops, taste_settings(settings),
-                       progress=progress, on_error=on_error, model_name="personal"),
+                       progress=progress, on_error=on_error, model_name="personal", redo=True),
     ]
     failed = sorted({f for s in summaries for f in s.failed})
     rows: list[Row] = []
@@ -141,13 +145,12 @@ def compare_folder(
                 thumb_rel = Path("thumbs") / version / relative.with_suffix(".jpg")
                 images.append(_thumb(path, report_dir / thumb_rel))
                 thumbs[version] = thumb_rel.as_posix()
+            # the files' own scores, as ``persaes score FILE`` gives them: never the thumbnails'
+            files = list(outputs.values())
+            g, p = generic.score(files).tolist(), personal.score(files).tolist()
         except ImageError as exc:
             failed.append(str(exc))
             continue
-        batch = [to_tensor(img) for img in images]
-        with torch.no_grad():
-            g = generic.score(batch).tolist()
-            p = personal.score(batch).tolist()
         scores = {v: (g[i], p[i]) for i, v in enumerate(VERSIONS)}
         rows.append(Row(relative.as_posix(), thumbs, scores))
         sheet.append(images)
@@ -173,11 +176,11 @@ def render_html(rows: Sequence[Row]) -> str:
         for version in VERSIONS:
             g, p = row.scores[version]
             tds.append(f'<td><img src="{html.escape(row.thumbs[version])}" alt="{version}" loading="lazy">'
-                       f'<div class="s">generic {g:.2f} · personal <b>{p:.2f}</b></div></td>')
+                       f'<div class="s">generic {format_score(g)} · personal <b>{format_score(p)}</b></div></td>')
         cells.append(f"<tr><th>{html.escape(row.name)}</th>{''.join(tds)}</tr>")
     mean = {v: sum(r.scores[v][1] for r in rows) / max(1, len(rows)) for v in VERSIONS}
     return _PAGE.substitute(thumb_side=THUMB_SIDE, photos=len(rows), rows="\n".join(cells),
-                            **{version: f"{mean[version]:.2f}" for version in VERSIONS})
+                            **{version: format_score(mean[version]) for version in VERSIONS})
 
 
 def contact_sheet(images: Sequence[Sequence[Image.Image]], rows: Sequence[Row], cell: int = 240) -> Image.Image:
@@ -194,6 +197,6 @@ def contact_sheet(images: Sequence[Sequence[Image.Image]], rows: Sequence[Row], 
             thumb.thumbnail((cell, cell))
             sheet.paste(thumb, (10 + c * (cell + 10), top))
             g, p = row.scores[version]
-            draw.text((10 + c * (cell + 10), top + cell + 2), f"generic {g:.2f}  personal {p:.2f}",
+            draw.text((10 + c * (cell + 10), top + cell + 2), f"generic {format_score(g)}  personal {format_score(p)}",
                       fill=(170, 170, 170))
     return sheet

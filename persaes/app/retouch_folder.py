@@ -1,16 +1,21 @@
 """Retouching folders of photos against an aesthetic model, safely and resumably.
 
 * Each photo is written to ``OUT`` under its relative path, atomically (no partial files),
-  upright (EXIF orientation applied), in its own format; photos already in ``OUT`` are
-  skipped, so an interrupted run resumes. ``IN`` is never written to.
-* ``OUT/scores.csv`` lists each photo's score before and after under the model used,
-  rewritten atomically after every photo.
+  upright (EXIF orientation applied), in its own format and kind: greyscale stays greyscale,
+  the alpha channel is carried over untouched (the edit applies to the colour), 16-bit
+  greyscale is edited in float and written at 16 bits; EXIF, colour profile, DPI and PNG text
+  are kept (:func:`~persaes.io.images.read_photo`, :func:`save_photo`). ``IN`` is never written to.
+* ``OUT/scores.csv`` lists each photo's score before and after under the model used, and the
+  settings that made it (:func:`run_settings`), rewritten atomically after every photo. A rerun
+  skips the photos made with the same settings, so an interrupted run resumes; photos made
+  with other settings stop it before anything is written, unless it is asked to re-do them.
 * Each photo is retouched by :func:`persaes.core.retouching.retouch_image`: per-photo
   optimisation or a trained :class:`retouch.RetouchNet` (one pass); a profile's fitted edit
   is made on top of the generic model's (``base``).
 
 Example:
     >>> import tempfile
+    >>> import torch
     >>> from persaes.core.scorer import load_scorer
     >>> tmp = Path(tempfile.mkdtemp())
     >>> (tmp / "album").mkdir()
@@ -24,8 +29,16 @@ Example:
     >>> sorted(p.name for p in (tmp / "out").iterdir())
     ['a.jpg', 'scores.csv']
     >>> (tmp / "out" / SCORES_FILE).read_text().splitlines()[0]
-    'path,score_before,score_after,model'
+    'path,score_before,score_after,model,settings'
     >>> retouch_folder(tmp / "album", tmp / "out", scorer, settings=fast).skipped   # a rerun resumes
+    1
+    >>> try:                                                     # other settings: nothing is written
+    ...     retouch_folder(tmp / "album", tmp / "out", scorer, settings=EditSettings(steps=0, work_size=32))
+    ... except RetouchError as err:
+    ...     print(str(err).split("(", 1)[1].split(")")[0])
+    steps 2 -> 0
+    >>> retouch_folder(tmp / "album", tmp / "out", scorer, settings=EditSettings(steps=0, work_size=32),
+    ...                redo=True).done
     1
 """
 
@@ -33,29 +46,37 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
-from PIL import Image
+from PIL import PngImagePlugin
 from torch import Tensor
 
 from persaes.app.progress import ProgressCallback
 from persaes.app.variants import is_variant
 from persaes.core.aesthetic_loss import AestheticLoss
 from persaes.core.retouching import retouch_image
-from persaes.core.scorer import Scorer
+from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
-from persaes.io.images import ImageError, iter_images, open_rgb, to_pil, to_tensor
+from persaes.io.checkpoint import tensors_digest
+from persaes.io.images import ImageError, Photo, iter_images, read_photo, to_pil
 from retouch import OPS, RetouchNet
-from retouch.dehaze import resize_to_fit
 from retouch.optimize import EditSettings
 
 SCORES_FILE = "scores.csv"
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
                  ".bmp": "BMP", ".gif": "PNG"}
+_WRITABLE_MODES = {"JPEG": {"L", "RGB"}, "WEBP": {"RGB", "RGBA"}, "BMP": {"L", "RGB"},
+                   "PNG": {"L", "LA", "RGB", "RGBA", "I;16"}, "TIFF": {"L", "LA", "RGB", "RGBA", "I;16"}}
+_METADATA_FORMATS = {"exif": {"JPEG", "WEBP", "PNG", "TIFF"}, "icc_profile": {"JPEG", "WEBP", "PNG", "TIFF"},
+                     "dpi": {"JPEG", "PNG", "TIFF", "BMP"}, "comment": {"JPEG"}, "xmp": {"JPEG", "WEBP"}}
+"""Which formats each :attr:`~persaes.io.images.Photo.metadata` entry is written to (PNG text chunks: PNG)."""
+SCORE_COLUMNS = ["path", "score_before", "score_after", "model", "settings"]
+"""The columns of ``scores.csv``; ``settings`` is :func:`run_settings`' record (JSON) of the run that made the photo."""
 
 
 class RetouchError(ValueError):
@@ -103,37 +124,57 @@ def plan(in_dir: Path, out_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def source_metadata(path: Path) -> tuple[Image.Exif | None, bytes | None]:
-    """The EXIF and the RGB colour profile of a photo :func:`open_rgb` has read, to carry over to its output.
+def save_photo(image: Tensor, path: Path, source: Photo | None = None) -> None:
+    """Write a 3×H×W ``[0, 1]`` tensor to ``path`` atomically, format by suffix (see :func:`encode_photo`).
 
-    A palette image's, and a colour profile for another colour space (CMYK, grey), are left out: the output is RGB.
+    Raises:
+        ImageError: the format cannot hold the photo or its metadata; nothing is written.
     """
-    with Image.open(path) as original:
-        if original.mode == "P":
-            return None, None
-        icc = original.info.get("icc_profile")
-        return original.getexif(), icc if icc and icc[16:20] == b"RGB " else None
+    _write_photo(path, encode_photo(image, path, source))
 
 
-def save_photo(image: Tensor, path: Path, exif: Image.Exif | None = None, icc_profile: bytes | None = None) -> None:
-    """Write a 3×H×W ``[0, 1]`` tensor to ``path`` atomically, format by suffix (JPEG quality 95).
-
-    ``exif`` (its orientation reset to upright) and the RGB ``icc_profile`` are kept where the format allows.
-    """
-    img = to_pil(image.cpu())
-    fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
-    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    if fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
-        if exif:
-            exif[0x0112] = 1  # pixels are upright now
-            options["exif"] = exif.tobytes()
-        if icc_profile:
-            options["icc_profile"] = icc_profile
-    buffer = io.BytesIO()
-    img.save(buffer, fmt, **options)
+def _write_photo(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        tmp.write_bytes(data)
+
+
+def encode_photo(image: Tensor, path: Path, source: Photo | None = None) -> bytes:
+    """The file of a 3×H×W ``[0, 1]`` tensor, format by ``path``'s suffix (JPEG and WebP quality 95).
+
+    With ``source`` (the photo ``image`` was made from, :func:`~persaes.io.images.read_photo`), the
+    output is of its kind (:meth:`~persaes.io.images.Photo.to_image`: greyscale, alpha, 16 bits)
+    and keeps its metadata where the format holds them; a kind the format cannot hold becomes the
+    nearest it can (alpha over white, 8 bits). Without it, the output is 8-bit RGB.
+
+    Raises:
+        ImageError: the format cannot hold the photo or its metadata; one line naming ``path``.
+    """
+    fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
+    img = source.to_image(image) if source is not None else to_pil(image.detach().cpu())
+    if source is not None and img.mode not in _WRITABLE_MODES[fmt]:
+        flat = to_pil(source.over_white(image.detach().cpu().float()))
+        img = flat.convert("L") if source.grey and "L" in _WRITABLE_MODES[fmt] else flat
+    options: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    metadata = source.metadata if source is not None else {}
+    for key, value in metadata.items():
+        if fmt in _METADATA_FORMATS.get(key, ()):
+            options[key] = value
+    if fmt == "PNG" and metadata.get("text"):
+        chunks = PngImagePlugin.PngInfo()
+        for key, value in metadata["text"].items():
+            chunks.add_text(key, value)
+        options["pnginfo"] = chunks
+    if "icc_profile" in options and options["icc_profile"][16:20] != (b"RGB " if img.mode.startswith("RGB")
+                                                                     else b"GRAY"):
+        del options["icc_profile"]  # the output's colour space changed (a greyscale photo written as RGB)
+    buffer = io.BytesIO()
+    try:
+        img.save(buffer, fmt, **options)
+    except (ValueError, TypeError, OSError) as exc:  # e.g. EXIF too long for a JPEG segment
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"{path}: cannot be written as {fmt} ({reason})") from None
+    return buffer.getvalue()
 
 
 def _read_scores(path: Path) -> dict[str, dict[str, str]]:
@@ -145,11 +186,117 @@ def _read_scores(path: Path) -> dict[str, dict[str, str]]:
 
 def _write_scores(path: Path, rows: dict[str, dict[str, str]]) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["path", "score_before", "score_after", "model"])
+    writer = csv.DictWriter(out, fieldnames=SCORE_COLUMNS)
     writer.writeheader()
     for key in sorted(rows):
         writer.writerow({k: rows[key].get(k, "") for k in writer.fieldnames})
     atomic_write_bytes(path, out.getvalue().encode("utf-8", "surrogateescape"))  # names as the file system has them
+
+
+def _weights_sha256(scorer: Scorer) -> str:
+    """The identity of a scorer's weights: the checksum its file's metadata records, else one of its head."""
+    recorded = scorer.metadata.get("tensors_sha256")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return tensors_digest({f"head.{k}": v for k, v in scorer.model.head.state_dict().items()})
+
+
+def run_settings(scorer: Scorer, ops: Sequence[str] = OPS, settings: EditSettings | None = None,
+                 net: RetouchNet | None = None, seed: int = 0, base: Scorer | None = None, model_name: str = "",
+                 base_name: str = "") -> dict[str, Any]:
+    """What makes a folder run's outputs and scores, as ``scores.csv``'s ``settings`` column records it per photo.
+
+    Models are identified by their weights' SHA-256 (``*_sha256``); their names are shown, not compared
+    (see :func:`settings_differences`). A network's one pass depends on neither the ops, the seed nor the
+    fitting settings, so they are left out with ``net``.
+
+    Args:
+        scorer: the model the edits are fitted against and the scores are given by.
+        ops: the ops fitted.
+        settings: how edits are fitted (default :class:`~retouch.optimize.EditSettings`).
+        net: a trained retouching network making the edits instead.
+        seed: the fits' seed.
+        base: the scorer whose fitted edit is made first.
+        model_name: the name of ``net``, else of ``scorer``, as the user gave it.
+        base_name: ``base``'s name, as the user gave it.
+
+    Returns:
+        A JSON-able dict: ``model`` and ``model_sha256`` (the network, or the scorer the edit is fitted
+        against), ``scorer_sha256`` (with a network: the scores' model), ``base`` and ``base_sha256``,
+        ``ops``, ``seed`` and the :class:`~retouch.optimize.EditSettings` fields.
+
+    Example:
+        >>> from persaes.core.scorer import load_scorer
+        >>> record = run_settings(load_scorer("generic", device="cpu"), ("exposure",), EditSettings(steps=3),
+        ...                       model_name="generic")
+        >>> record["model"], len(record["model_sha256"]), record["base"], record["ops"], record["steps"]
+        ('generic', 64, 'none', ['exposure'], 3)
+    """
+    if net is not None:
+        return {"model": model_name, "model_sha256": tensors_digest(net.state_dict()),
+                "scorer_sha256": _weights_sha256(scorer)}
+    base_sha256 = _weights_sha256(base) if base is not None else None
+    return {"model": model_name, "model_sha256": _weights_sha256(scorer),
+            "base": (base_name or base_sha256[:12]) if base_sha256 else "none", "base_sha256": base_sha256,
+            "ops": list(ops), "seed": seed, **(settings or EditSettings()).as_dict()}
+
+
+_SHOWN_NOT_COMPARED = ("model", "base")
+
+
+def settings_differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """What differs between two :func:`run_settings` records, one short phrase each (names shown, weights compared).
+
+    Args:
+        old: the record of an earlier run; None where it was not recorded.
+        new: this run's.
+
+    Returns:
+        No phrase where the records make the same outputs.
+
+    Example:
+        >>> old = {"model": "me.safetensors", "model_sha256": "aa", "steps": 100, "ops": ["exposure"]}
+        >>> settings_differences(old, {**old, "model": "generic", "model_sha256": "bb", "steps": 0})
+        ['model me.safetensors -> generic', 'steps 100 -> 0']
+        >>> settings_differences({**old, "model": "./me.safetensors"}, old), settings_differences(None, old)
+        ([], ['settings not recorded'])
+    """
+    if old is None:
+        return ["settings not recorded"]
+    if ("scorer_sha256" in old) != ("scorer_sha256" in new):  # a network's pass on one side, a fitted edit on the other
+        kinds = ("fitted edits", "a retouching model") if "scorer_sha256" in new else ("a retouching model",
+                                                                                       "fitted edits")
+        return [f"model {old.get('model', '?')} -> {new.get('model', '?')}", f"{kinds[0]} -> {kinds[1]}"]
+    phrases = []
+    for key in [*new, *(k for k in old if k not in new)]:
+        was, now = old.get(key), new.get(key)
+        if key in _SHOWN_NOT_COMPARED or was == now:
+            continue
+        if key in ("model_sha256", "base_sha256"):
+            name = key.removesuffix("_sha256")
+            was_name, now_name = old.get(name, "?"), new.get(name, "?")
+            phrases.append(f"{name} {was_name} -> {now_name}" if was_name != now_name else
+                           f"{name} {now_name} (other weights)")
+        elif key == "scorer_sha256":
+            phrases.append("scoring model (other weights)")
+        else:
+            phrases.append(f"{key} {_shown(was)} -> {_shown(now)}")
+    return phrases
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _recorded(row: dict[str, str] | None) -> dict[str, Any] | None:
+    """The :func:`run_settings` record of a ``scores.csv`` row; None if it has none (an older persaes, or edited)."""
+    try:
+        record = json.loads((row or {}).get("settings") or "null")
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def retouch_folder(
@@ -164,6 +311,8 @@ def retouch_folder(
     on_error: Callable[[str], None] | None = None,
     model_name: str = "",
     base: Scorer | None = None,
+    base_name: str = "",
+    redo: bool = False,
 ) -> RetouchSummary:
     """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring).
 
@@ -180,46 +329,73 @@ def retouch_folder(
         model_name: the ``model`` column of ``scores.csv``.
         base: a scorer whose fitted edit is made first, ``scorer``'s on top of it (see
             :func:`~persaes.core.retouching.retouch_image`); scores before and after are ``scorer``'s.
+        base_name: ``base``'s name for ``scores.csv``'s ``settings`` column (see :func:`run_settings`).
+        redo: re-do the photos ``out_dir`` holds from a run with other settings, replacing them.
 
     Returns:
-        The photos retouched, skipped (already in ``out_dir``) and failed.
+        The photos retouched, skipped (already in ``out_dir``, made with the same settings) and failed.
 
     Raises:
-        RetouchError: ``in_dir`` is missing, or ``out_dir`` is ``in_dir`` or inside it.
+        RetouchError: ``in_dir`` is missing, ``out_dir`` is ``in_dir`` or inside it, or ``out_dir``
+            holds photos made with other settings and ``redo`` is False (nothing is written then).
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     pairs = plan(in_dir, out_dir)
+    settings = settings or EditSettings()
+    current = run_settings(scorer, ops, settings, net, seed, base, model_name, base_name)
+    scores_path = out_dir / SCORES_FILE
+    scores = _read_scores(scores_path)
+    finished: set[Path] = set()  # made with these settings: skipped
+    other: list[Path] = []  # made with other settings: re-done with ``redo``, else the run stops here
+    for _, dst in pairs:
+        if dst.exists():
+            recorded = _recorded(scores.get(dst.relative_to(out_dir).as_posix()))
+            if settings_differences(recorded, current):
+                other.append(dst)
+            else:
+                finished.add(dst)
+    if other and not redo:
+        first = _recorded(scores.get(other[0].relative_to(out_dir).as_posix()))
+        many = len(other) != 1
+        raise RetouchError(f"{out_dir}: {len(other)} photo{'s' * many} there {'were' if many else 'was'} made with "
+                           f"other settings ({', '.join(settings_differences(first, current))}); pass --redo to "
+                           "re-do them, replacing them in OUT (the originals are never touched), or choose another "
+                           "OUT")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)  # left by a killed run; its finished photos are whole
-    settings = settings or EditSettings()
     loss = AestheticLoss(scorer)
     base_loss = AestheticLoss(base) if base is not None else None
     device = scorer.device
-    scores_path = out_dir / SCORES_FILE
-    scores = _read_scores(scores_path)
+    record = json.dumps(current, sort_keys=True, separators=(",", ":"))
     summary = RetouchSummary()
-    todo = [(s, d) for s, d in pairs if not d.exists()]
+    todo = [(s, d) for s, d in pairs if d not in finished]
     summary.skipped = len(pairs) - len(todo)
     if progress:
         progress(0, len(todo))
     for done, (src, dst) in enumerate(todo, 1):
         try:
-            full = to_tensor(open_rgb(src))[None].to(device)  # refuses bad files and bombs before anything else
-            exif, icc_profile = source_metadata(src)
+            photo = read_photo(src)  # refuses bad files and bombs before anything else
+            full = photo.color[None].to(device)
             result = retouch_image(full, loss, ops, settings, net, seed, base_loss)
-            with torch.no_grad():
-                before, after = scorer.score([resize_to_fit(full, 512), resize_to_fit(result, 512)]).tolist()
+            before = float(scorer.score([src])[0])  # the files' scores, as `persaes score` gives them
+            data = encode_photo(result[0], dst, photo)  # a photo that cannot be written fails here, its old output kept
         except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo
             message = str(exc) if isinstance(exc, ImageError) else f"{src}: cannot retouch ({str(exc).splitlines()[0]})"
             summary.failed.append(message)
             if on_error:
                 on_error(message)
         else:
-            # the row first: a run killed in between leaves a row whose photo a rerun makes (and re-scores)
-            scores[dst.relative_to(out_dir).as_posix()] = {
-                "score_before": f"{before:.4f}", "score_after": f"{after:.4f}", "model": model_name}
-            _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
-            save_photo(result[0], dst, exif, icc_profile)
+            # a photo made with other settings goes first, then the row, then the photo: a run killed in
+            # between leaves a row whose photo a rerun makes (and re-scores), never a new row for an old photo
+            dst.unlink(missing_ok=True)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(dst) as tmp:  # renamed over dst once its row is written
+                tmp.write_bytes(data)
+                after = float(scorer.score([tmp])[0])
+                scores[dst.relative_to(out_dir).as_posix()] = {
+                    "score_before": format_score(before), "score_after": format_score(after), "model": model_name,
+                    "settings": record}
+                _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
             summary.done += 1
         if progress:
             progress(done, len(todo))

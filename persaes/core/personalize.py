@@ -66,7 +66,7 @@ from persaes.core.train import (
     train_taste,
 )
 from persaes.io.checkpoint import load_model, model_metadata, save_checkpoint
-from persaes.io.images import iter_images
+from persaes.io.images import ImageError, iter_images, open_rgb
 from persaes.io.preferences import expand_transitive, pairs_to_indices, read_answers, resolve_answers
 from persaes.io.references import ReferenceSet, load_references
 
@@ -79,6 +79,8 @@ MIN_REFERENCES = 1000
 StageCallback = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: the named stage has ``done`` of its ``total`` items done; each stage
 is first reported with 0 done."""
+CHECK_SIDE = 64
+"""Album photos no answer names are checked by decoding them at this side at most (JPEGs at reduced scale)."""
 
 
 class PersonalizeError(ValueError):
@@ -116,7 +118,7 @@ class Album:
 
 @dataclass
 class PersonalizeReport:
-    """What :func:`personalize` did."""
+    """What :func:`personalize` did; ``photos`` counts the album's readable photos, ``problems`` what was skipped."""
 
     profile: Path
     answered: int
@@ -200,6 +202,32 @@ def _report(progress: StageCallback | None, stage: str, done: int, total: int) -
         progress(stage, done, total)
 
 
+def unreadable_photos(files: Sequence[Path], progress: StageCallback | None = None) -> list[str]:
+    """One problem, a line naming the file, per photo of ``files`` that cannot be decoded.
+
+    Each photo is decoded at :data:`CHECK_SIDE` pixels at most, which finds empty, truncated and
+    non-image files without a pass of the backbone; ``progress`` is told the stage ``checking album``.
+
+    Example:
+        >>> import tempfile
+        >>> empty = Path(tempfile.mkdtemp()) / "empty.jpg"
+        >>> empty.touch()
+        >>> [line.endswith("empty.jpg: empty file") for line in unreadable_photos([empty])]
+        [True]
+    """
+    problems: list[str] = []
+    if not files:
+        return problems
+    _report(progress, "checking album", 0, len(files))
+    for done, path in enumerate(files, 1):
+        try:
+            open_rgb(path, max_side=CHECK_SIDE)
+        except ImageError as exc:
+            problems.append(str(exc))
+        _report(progress, "checking album", done, len(files))
+    return problems
+
+
 def _features(model: AestheticModel, files: Sequence[Path], cache: FeatureCache, stage: str,
               progress: StageCallback | None) -> tuple[Features, list[int], list[str]]:
     done = [0]
@@ -248,8 +276,12 @@ def personalize(
         finetune_backbone: fine-tune the backbone too (the paper's full fine-tune; GPU).
         start: starting weights when no references are given.
         cache: the feature cache (default: :meth:`FeatureCache.default` for the backbone).
-        progress: told each stage's progress (:data:`StageCallback`): album features, reference
-            features, generic stage, personal stage.
+        progress: told each stage's progress (:data:`StageCallback`): checking album (the photos no
+            answer names), album features, reference features, generic stage, personal stage.
+
+    Returns:
+        What was done; album photos that cannot be read (empty, truncated, not an image) are left out
+        of its ``photos`` and each named in its ``problems``.
 
     Raises:
         PersonalizeError: fewer than two readable photos, or no usable pair.
@@ -281,9 +313,14 @@ def personalize(
     cache = cache or FeatureCache.default(spec.name, "pretrained")
 
     used = sorted({key for pair in expansion.answered for key in pair})
+    answered_keys = set(used)
+    unanswered = [path for key, path in zip(album.keys, album.files) if key not in answered_keys]
+    unreadable = unreadable_photos(unanswered, progress)  # the answered ones are read for their features
+    problems += unreadable
     key_files = [album.files[album.keys.index(key)] for key in used]
     feats, ok, bad = _features(model, key_files, cache, "album features", progress)
     problems += bad
+    photos = len(album.files) - len(unreadable) - (len(used) - len(ok))
     keys = [used[i] for i in ok]
     usable = set(keys)
     answered = [p for p in expansion.answered if p[0] in usable and p[1] in usable]
@@ -318,7 +355,7 @@ def personalize(
 
     meta = model_metadata(
         model, "pretrained", kind="profile", trained=True,
-        trained_on={"album": str(album.root), "album_sha256": album.digest(), "photos": len(album.files),
+        trained_on={"album": str(album.root), "album_sha256": album.digest(), "photos": photos,
                     "answers": len(answered), "inferred_pairs": len(inferred),
                     "contradictions": len(expansion.contradictions), "references": n_refs, **start_meta},
         training={"personal": personal.as_dict(), "personal_iterations_trained": len(fit.history),
@@ -331,4 +368,4 @@ def personalize(
     for problem in problems:
         log.warning(problem)
     return PersonalizeReport(profile, len(answered), len(inferred), len(expansion.contradictions),
-                             len(album.files), n_refs, problems)
+                             photos, n_refs, problems)

@@ -39,6 +39,19 @@ from persaes.io.images import ImageError, to_tensor
 
 ImageInput = Union[str, os.PathLike, Image.Image, Tensor]
 
+SCORE_DECIMALS = 3
+"""Decimals every view of a score shows: ``persaes score``, the compare report, ``scores.csv``."""
+
+
+def format_score(value: float) -> str:
+    """A score as every view shows it, with :data:`SCORE_DECIMALS` decimals.
+
+    Example:
+        >>> format_score(8.78951)
+        '8.790'
+    """
+    return f"{value:.{SCORE_DECIMALS}f}"
+
 
 def weights_dir() -> Path:
     """The folder of shipped weights (the ``persaes.weights`` package data, or ``PERSAES_WEIGHTS_DIR``)."""
@@ -99,6 +112,11 @@ class Scorer(nn.Module):
     @torch.no_grad()
     def score(self, inputs: ImageInput | Sequence[ImageInput], batch_size: int = 32) -> Tensor:
         """Scores of paths, PIL images or tensors (no gradient), shape N.
+
+        A file's score is that of the file as :func:`~persaes.core.model.load_square` reads it (decoded at
+        reduced scale where the format allows): the one score of a photo file, which ``persaes score``, the
+        compare report and :meth:`iter_scores` give. A tensor or PIL image of the same photo (decoded in full,
+        or resized first) can score a little differently, so views that show a file's score pass the file.
 
         Raises:
             ImageError: a file is not a readable image (use :meth:`iter_scores` to carry on).

@@ -6,6 +6,10 @@ problem, so callers can report it and carry on with the other files.
 Images become float tensors in ``[0, 1]`` with :func:`to_tensor` and go back to 8-bit levels,
 rounded half up, with :func:`to_bytes` (as PIL images with :func:`to_pil`).
 
+A photo to retouch is read with :func:`read_photo` instead: its colour at the file's own precision
+(16-bit greyscale as 16-bit), with its alpha channel and its metadata set aside, so
+:meth:`Photo.to_image` gives back an image of the same kind (greyscale or colour, alpha, bit depth).
+
 Example:
     >>> import tempfile
     >>> y, x = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
@@ -30,12 +34,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from kornia.color import rgb_to_grayscale
+from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
@@ -84,7 +90,21 @@ def open_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image
     Raises:
         ImageError: missing, empty, not an image, truncated, or too many pixels.
     """
-    path = Path(path)
+    rgb = _decode(Path(path), max_side, lambda _, upright: _to_rgb(upright))
+    if max_side is not None and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return rgb
+
+
+_Decoded = TypeVar("_Decoded")
+
+
+def _decode(path: Path, max_side: int | None, convert: Callable[[Image.Image, Image.Image], _Decoded]) -> _Decoded:
+    """``convert(file, upright)`` of a checked, fully decoded image file and its upright copy (EXIF applied).
+
+    Raises:
+        ImageError: missing, empty, not an image, truncated, or too many pixels; or ``convert`` failed.
+    """
     if not path.exists():
         raise ImageError(f"{path}: {'broken or looping link' if path.is_symlink() else 'no such file'}")
     if not path.is_file():
@@ -102,8 +122,7 @@ def open_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image
                 if max_side is not None and img.format == "JPEG":
                     img.draft("RGB", (max_side, max_side))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
+                return convert(img, ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -111,9 +130,6 @@ def open_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"{path}: not a readable image ({reason})") from None
-    if max_side is not None and max(rgb.size) > max_side:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return rgb
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -178,3 +194,137 @@ def to_pil(image: Tensor) -> Image.Image:
 def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Tensor:
     """Read a file as a float tensor 3×H×W in ``[0, 1]`` (see :func:`open_rgb`)."""
     return to_tensor(open_rgb(path, max_side))
+
+
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_LAYOUT_TAGS = frozenset({254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320,
+                          322, 323, 324, 325, 338, 339, 340, 341, 513, 514, 530, 531, 532, 34675})
+"""EXIF (TIFF) tags that say how a file stores its pixels (size, depth, strips, thumbnail, colour profile): a TIFF
+lists them among its EXIF, and carried over they would describe the output's pixels wrongly."""
+
+
+@dataclass
+class Photo:
+    """A photo read for retouching: its colour at the file's precision, its alpha and metadata set aside.
+
+    An edit applies to :attr:`color` only; :meth:`to_image` puts the edited colour back into an image
+    of the file's kind (greyscale or colour, 8 or 16 bits) with the alpha channel as it was read.
+
+    Attributes:
+        color: :math:`(3, H, W)` float32 in ``[0, 1]``, upright; a greyscale photo's three channels are equal.
+        alpha: the alpha channel as read (mode ``"L"``), or None.
+        grey: whether the file is greyscale.
+        bits: bits per level as PIL reads the file: 16 for 16-bit greyscale (PIL reads 16-bit colour as 8).
+        metadata: what to write back beside the pixels, where the file had it: ``exif`` (bytes,
+            orientation upright, storage tags left out), ``icc_profile`` (only one for the output's
+            colour space: RGB, or grey), ``dpi``, ``text`` (PNG text chunks), ``comment`` and ``xmp``.
+    """
+
+    color: Tensor
+    alpha: Image.Image | None = None
+    grey: bool = False
+    bits: int = 8
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def over_white(self, color: Tensor | None = None) -> Tensor:
+        """The photo as shown over white (its alpha applied), with ``color`` (:math:`(*, 3, H, W)`) for its colour."""
+        color = self.color if color is None else color
+        if self.alpha is None:
+            return color
+        alpha = pil_to_tensor(self.alpha).to(color.device, color.dtype).div_(255.0)
+        return color * alpha + (1.0 - alpha)
+
+    def to_image(self, color: Tensor) -> Image.Image:
+        """An image of the photo's kind with ``color`` for its colour and the alpha channel as read.
+
+        Args:
+            color: :math:`(3, H, W)` in ``[0, 1]`` (clipped), e.g. the retouched :attr:`color`.
+
+        Returns:
+            Mode ``"I;16"`` (16-bit greyscale), ``"L"``/``"LA"`` (greyscale) or ``"RGB"``/``"RGBA"``.
+        """
+        color = color.detach().cpu().float()
+        if color.shape != self.color.shape:
+            raise ValueError(f"color must have the photo's shape {tuple(self.color.shape)}, got {tuple(color.shape)}")
+        if not self.grey:
+            img = to_pil(color)
+        elif self.bits == 16:
+            levels = (rgb_to_grayscale(color).clamp(0.0, 1.0)[0] * 65535 + 0.5).to(torch.int32)
+            img = Image.fromarray(levels.numpy().astype(np.uint16))
+        else:
+            img = to_pil_image(to_bytes(rgb_to_grayscale(color)), "L")
+        if self.alpha is not None:
+            img.putalpha(self.alpha)
+        return img
+
+
+def read_photo(path: str | os.PathLike[str]) -> Photo:
+    """Read a photo to retouch: upright, at the file's precision, alpha and metadata set aside (see :class:`Photo`).
+
+    Greyscale files (1-bit, 8-bit, 16-bit) stay greyscale, RGBA/LA and palette or RGB files with a
+    transparent colour keep their alpha; other modes (CMYK, YCbCr, ...) are read as RGB.
+
+    Raises:
+        ImageError: missing, empty, not an image, truncated, or too many pixels.
+
+    Example:
+        >>> import tempfile
+        >>> levels = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+        >>> path = Path(tempfile.mkdtemp()) / "grey16.png"
+        >>> Image.fromarray(levels).save(path)                           # 3,072 levels of grey, 16 bits
+        >>> photo = read_photo(path)
+        >>> photo.color.shape, photo.grey, photo.bits, photo.alpha is None
+        (torch.Size([3, 48, 64]), True, 16, True)
+        >>> again = photo.to_image(photo.color)
+        >>> again.mode, bool((np.asarray(again) == levels).all())
+        ('I;16', True)
+    """
+    return _decode(Path(path), None, _photo)
+
+
+def _photo(original: Image.Image, upright: Image.Image) -> Photo:
+    img = upright
+    if img.mode in ("L", "RGB", "P") and img.has_transparency_data:
+        img = img.convert("LA" if img.mode == "L" else "RGBA")
+    elif img.mode in ("1", "La"):
+        img = img.convert("L" if img.mode == "1" else "LA")
+    elif img.mode in ("P", "PA", "RGBa"):
+        img = img.convert("RGBA" if img.mode != "P" else "RGB")
+    alpha = img.getchannel("A") if img.mode in ("LA", "RGBA") else None
+    grey, bits = img.mode in ("L", "LA", "I") or img.mode in _SIXTEEN_BIT, 8
+    if img.mode in _SIXTEEN_BIT or img.mode == "I":
+        levels = np.asarray(img).astype(np.float32)
+        bits = 16 if img.mode != "I" or levels.max() > 255 else 8
+        color = torch.from_numpy(np.clip(levels / (2.0**bits - 1), 0.0, 1.0))[None].expand(3, -1, -1).contiguous()
+    elif grey:
+        color = to_tensor(img.getchannel("L"))
+    else:
+        color = to_tensor(img)
+    return Photo(color, alpha, grey, bits, _metadata(original, upright, grey))
+
+
+def _metadata(original: Image.Image, upright: Image.Image, grey: bool) -> dict[str, Any]:
+    """What of the file's metadata to write back (see :attr:`Photo.metadata`), read while the file is open."""
+    metadata: dict[str, Any] = {}
+    try:
+        exif = original.getexif()
+        for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):  # read now: the file closes before the output is written
+            if ifd in exif:
+                exif.get_ifd(ifd)
+        for tag in _LAYOUT_TAGS & set(exif):
+            del exif[tag]
+        if len(exif):
+            exif[ExifTags.Base.Orientation] = 1  # the pixels are upright now
+            metadata["exif"] = exif.tobytes()
+    except Exception:  # noqa: BLE001 - EXIF PIL cannot parse or rewrite is left out; the photo is still read
+        metadata.pop("exif", None)
+    icc = upright.info.get("icc_profile")
+    if icc and icc[16:20] == (b"GRAY" if grey else b"RGB "):  # a CMYK photo's profile would misdescribe RGB output
+        metadata["icc_profile"] = icc
+    for key in ("dpi", "comment", "xmp"):
+        if original.info.get(key):
+            metadata[key] = original.info[key]
+    text = getattr(original, "text", None)
+    if text:
+        metadata["text"] = dict(text)
+    return metadata

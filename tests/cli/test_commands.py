@@ -220,6 +220,43 @@ def test_unknown_ops_are_a_usage_error(photos: list[Path], tmp_path: Path) -> No
     assert result.exit_code == 2 and "sharpen" in result.stderr
 
 
+def test_retouch_rerun_with_other_settings_stops_until_redo(photos: list[Path], tmp_path: Path) -> None:
+    import csv
+    import json
+
+    import torch
+    from PIL import Image
+
+    from persaes.core.scorer import load_scorer
+    from persaes.io.checkpoint import save_checkpoint
+
+    generic = load_scorer("generic", device="cpu")
+    with torch.no_grad():
+        next(generic.model.head.parameters()).add_(0.01)
+    profile = save_checkpoint(tmp_path / "me.safetensors", generic.model, generic.metadata)  # other weights
+    album, out = tmp_path / "album", tmp_path / "out"
+    album.mkdir()
+    Image.open(photos[0]).resize((96, 72)).save(album / "a.jpg", quality=95)
+    originals = (album / "a.jpg").read_bytes()
+    fast = ["--device", "cpu", "--ops", "exposure"]
+    first = _run("retouch", str(album), str(out), "--profile", str(profile), "--steps", "1", *fast)
+    assert first.exit_code == 0, first.output
+    written = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+
+    other = _run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", *fast)
+    _one_line_error(other, str(out), "1 photo there was made with other settings", f"model {profile} -> generic",
+                    "steps 1 -> 0", "pass --redo")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == written  # nothing written
+
+    redone = _run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", "--redo", *fast)
+    assert redone.exit_code == 0 and "1 photos retouched" in redone.stdout, redone.output
+    (row,) = csv.DictReader(open(out / "scores.csv", encoding="utf-8"))
+    assert row["model"] == "generic" and json.loads(row["settings"])["steps"] == 0
+    assert (out / "a.jpg").read_bytes() != written["a.jpg"][0] and (album / "a.jpg").read_bytes() == originals
+    again = _run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", *fast)
+    assert again.exit_code == 0 and "0 photos retouched" in again.stdout and "1 already done" in again.stdout
+
+
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -246,3 +283,115 @@ def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) 
     training = read_checkpoint(out / "profile.safetensors")[1]["training"]
     # the default personal stage, with strengths the example answers chose
     assert training["personal"] == PERSONAL_PRESETS["taste"].as_dict() and training["taste_strength"]["style_l2"]
+
+
+# -- progress, one style of messages, unreadable album photos -------------------------------------------------------
+
+PROGRESS_LINE = re.compile(r"(?P<run>[a-z ]+): (?P<done>\d+)/(?P<total>\d+)( [a-z]+)? \((\d+ min )?\d+ s\)")
+
+
+@pytest.fixture(scope="module")
+def small_album(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Three fixture photos and answers that rank them."""
+    root = tmp_path_factory.mktemp("small")
+    album = root / "album"
+    album.mkdir()
+    for p in photos[:3]:
+        shutil.copy(p, album / p.name)
+    names = [p.name for p in photos[:3]]
+    prefs = root / "answers.jsonl"
+    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n' for w, lo in zip(names, names[1:])))
+    return album, prefs
+
+
+def _long_command(name: str, album: Path, prefs: Path, out: Path) -> list[str]:
+    from persaes.core.scorer import resolve_weights
+
+    fast = ["--steps", "0", "--device", "cpu"]
+    return {
+        "score": ["score", str(album), "--device", "cpu"],
+        "personalize": ["personalize", str(album), "--prefs", str(prefs), "--out", str(out / "me.safetensors"),
+                        "--device", "cpu"],
+        "retouch": ["retouch", str(album), str(out / "retouched"), *fast],
+        "train-retoucher": ["train-retoucher", str(album), "--out", str(out / "net.safetensors"), "--epochs", "1",
+                            "--size", "32", *fast],
+        "compare": ["compare", str(album), "--profile", str(resolve_weights("generic")), "--out", str(out / "report"),
+                    "--limit", "2", *fast],
+        "demo": ["demo", "--out", str(out / "demo"), "--photos", "1", *fast],
+    }[name]
+
+
+@pytest.mark.parametrize("name, runs", [
+    ("score", ["scoring: 3/3 photos"]),
+    ("personalize", ["album features: 3/3 photos", "personal stage: 1/1"]),
+    ("retouch", ["retouching: 3/3 photos"]),
+    ("train-retoucher", ["fitting edits: 3/3 photos", "training: 1/1 steps"]),
+    ("compare", ["retouching: 2/2 photos", "retouching: 2/2 photos"]),  # the generic column, then the personal
+    ("demo", ["album features: ", "personal stage: 1/1", "retouching: 1/1 photos", "retouching: 1/1 photos"]),
+])
+def test_long_commands_show_plain_progress_lines_or_none_when_quiet(small_album: tuple[Path, Path], tmp_path: Path,
+                                                                    name: str, runs: list[str]) -> None:
+    album, prefs = small_album
+    result = _run(*_long_command(name, album, prefs, tmp_path / "shown"))
+    assert result.exit_code == 0, result.output
+    # off a terminal (a log, CliRunner): one plain line per step, counts and elapsed time, no carriage return
+    assert "\r" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert all(PROGRESS_LINE.fullmatch(line) for line in lines), lines
+    ends = [line.split(" (")[0] for line in lines if (m := PROGRESS_LINE.fullmatch(line)) and m["done"] == m["total"]]
+    assert len(ends) == len(runs) and all(end.startswith(run) for end, run in zip(ends, runs)), ends
+    counts = [(m["run"], int(m["done"])) for m in map(PROGRESS_LINE.fullmatch, lines)]
+    starts = [i for i, (_, done) in enumerate(counts) if done == 0]
+    for start, stop in zip(starts, [*starts[1:], len(counts)]):
+        run = counts[start:stop]  # from 0 up to its total, one line per step (per batch of features)
+        assert len({label for label, _ in run}) == 1 and [d for _, d in run] == sorted({d for _, d in run}), run
+    quiet = _run("--quiet", *_long_command(name, album, prefs, tmp_path / "quiet"))
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert len(quiet.stdout.splitlines()) == len(result.stdout.splitlines())
+
+
+def test_errors_and_warnings_share_click_s_style(photos: list[Path], tmp_path: Path) -> None:
+    usage = _run("retouch", str(tmp_path), str(tmp_path / "out"), "--ops", "exposure,sharpen")
+    (reason,) = [line for line in usage.stderr.splitlines() if "sharpen" in line]  # after click's usage lines
+    assert usage.exit_code == 2 and reason.startswith("Error: ") and "--ops" in reason
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
+    missing = _run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", str(tmp_path / "o"))
+    assert missing.exit_code == 1 and missing.stderr == f"Error: {tmp_path / 'nope'}: album folder not found\n"
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(photos[0], album / photos[0].name)
+    (album / "broken.jpg").write_bytes(b"not a photo")
+    skipped = _run("score", str(album), "--device", "cpu")
+    assert skipped.exit_code == 1
+    assert [line.split(": ")[0:2] for line in skipped.stderr.splitlines() if not PROGRESS_LINE.fullmatch(line)] == [
+        ["Warning", str(album / "broken.jpg")], ["Warning", "1 of 2 files could not be scored"]]
+
+
+def test_personalize_names_unreadable_album_photos_and_does_not_count_them(photos: list[Path],
+                                                                          tmp_path: Path) -> None:
+    from persaes.io.checkpoint import read_checkpoint
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in photos:
+        shutil.copy(p, album / p.name)
+    empty, truncated = album / "empty.jpg", album / "truncated.jpg"
+    empty.touch()
+    truncated.write_bytes(photos[0].read_bytes()[:20_000])
+    names = [p.name for p in photos]
+    prefs = tmp_path / "answers.jsonl"
+    # the empty photo is in no answer (only the album holds it); the truncated one is in one
+    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n'
+                             for w, lo in [*zip(names, names[1:]), (truncated.name, names[0])]))
+    out = tmp_path / "me.safetensors"
+    result = _run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu")
+    # as its help says: skipped, each named in a one-line warning, the profile written, exit status 1
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and out.is_file()
+    for bad, problem in ((empty, "empty file"), (truncated, "truncated")):
+        (line,) = [line for line in result.stderr.splitlines() if bad.name in line]
+        assert line.startswith(f"Warning: {bad}: ") and problem in line, line
+    assert result.stderr.splitlines()[-1] == "Warning: 2 problems (listed above) were skipped"
+    assert f"({len(photos) - 1} answers, " in result.stdout and f", {len(photos)} photos)" in result.stdout
+    assert read_checkpoint(out)[1]["trained_on"]["photos"] == len(photos)

@@ -126,16 +126,29 @@ def test_the_page_says_when_all_pairs_are_answered(running: Callable, album: Pat
     assert len(records(out)) == 1
 
 
-def test_collect_prints_the_url_and_ends_cleanly_on_ctrl_c(album: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "answers.jsonl"
-    opened: list[int] = []
+def collect_until_ctrl_c(album: Path, out: Path, monkeypatch: pytest.MonkeyPatch,
+                         answers: int = 0) -> tuple[Any, list[int]]:
+    """Run ``persaes prefs collect`` whose "browser" opens the page, gives ``answers`` answers, then presses Ctrl-C.
+
+    Returns:
+        The click result and the HTTP statuses the visit got.
+    """
+    statuses: list[int] = []
 
     def browser_then_ctrl_c(url: str) -> None:
         def visit() -> None:
             try:
                 with urllib.request.urlopen(url, timeout=60) as page:
-                    opened.append(page.status)
+                    statuses.append(page.status)
+                token = {"X-Token": url.split("token=", 1)[1], "Content-Type": "application/json"}
+                api = url.split("/?", 1)[0] + "/api/"
+                with urllib.request.urlopen(urllib.request.Request(api + "next", headers=token), timeout=60) as r:
+                    state = json.loads(r.read())
+                for _ in range(answers):
+                    body = json.dumps({"winner": state["left_path"], "loser": state["right_path"]}).encode()
+                    with urllib.request.urlopen(urllib.request.Request(api + "answer", body, token), timeout=60) as r:
+                        statuses.append(r.status)
+                        state = json.loads(r.read())
             finally:  # a failed visit ends the server too: the test fails instead of hanging
                 _thread.interrupt_main()
 
@@ -148,11 +161,33 @@ def test_collect_prints_the_url_and_ends_cleanly_on_ctrl_c(album: Path, tmp_path
         result = CliRunner().invoke(main, ["prefs", "collect", str(album), "--out", str(out), "--pairs", "3"])
     finally:
         signal.signal(signal.SIGINT, previous)
+    return result, statuses
+
+
+def test_collect_prints_the_url_and_ends_cleanly_on_ctrl_c(album: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "answers.jsonl"
+    result, statuses = collect_until_ctrl_c(album, out, monkeypatch, answers=1)
     assert result.exit_code == 0, result.output
     url, *rest = result.stdout.splitlines()
     assert url.startswith("http://127.0.0.1:") and "/?token=" in url
     assert rest == [f"answers saved to {out}"]
-    assert opened == [200]
+    assert statuses == [200, 200] and len(records(out)) == 1
+
+
+def test_collect_stopped_without_an_answer_says_nothing_was_written(album: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "answers.jsonl"
+    result, statuses = collect_until_ctrl_c(album, out, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:] == ["no answer was given; nothing was written"]
+    assert statuses == [200] and not out.exists()
+    before = '{"winner": "Cat3.jpg", "loser": "Bird2.jpg"}\n'
+    out.write_text(before)  # an earlier run's answer: kept as it was
+    result, _ = collect_until_ctrl_c(album, out, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:] == [f"no answer was given; {out} was left as it was"]
+    assert out.read_text() == before
 
 
 def test_collect_errors_are_one_line(tmp_path: Path) -> None:

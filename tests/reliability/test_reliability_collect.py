@@ -214,3 +214,31 @@ def test_every_photo_is_served_whatever_its_name(page: Page, album: Path) -> Non
 
         status, body = page.request("/image/" + quote(key, errors="surrogateescape"))
         assert status == 200 and body == photo.read_bytes(), key
+
+
+def test_unreadable_files_are_named_on_stderr_never_offered_nor_served(tmp_path: Path) -> None:
+    """Empty, truncated, not-an-image, bomb and looping files among good photos: each named once, never shown."""
+    album = tmp_path / "album"
+    album.mkdir()
+    good = {rf.copy_photo(photo, album).name for photo in sorted(rf.PHOTOS.glob("*.jpg"))}
+    bad = {maker(album).name: kind for kind, maker in rf.BAD.items()}
+    answers = tmp_path / "answers.jsonl"
+    with collecting(album, answers, "--pairs", "6") as running:
+        stderr = []
+        while not (line := running.process.stderr.readline().decode()).startswith("0 / 6 pairs answered"):
+            assert line, "".join(stderr)
+            stderr.append(line)
+        named = {name for name in bad for line in stderr if f"{album / name}: " in line}
+        assert named == set(bad) and len(stderr) == len(bad), stderr  # one line each, nothing else
+        assert all(line.endswith("; skipped, not offered\n") for line in stderr), stderr
+        for name in bad:
+            status, body = running.request(f"/image/{name}")
+            assert status == 404 and json.loads(body)["error"] == f"{name!r}: not offered, cannot be read", name
+        offered: set[str] = set()
+        state = running.state()
+        while not state.get("finished"):
+            offered |= {state["left_path"], state["right_path"]}
+            status, body = running.request("/api/answer", {"winner": state["left_path"], "loser": state["right_path"]})
+            assert status == 200
+            state = json.loads(body)
+    assert offered == good and state["done"] == 6

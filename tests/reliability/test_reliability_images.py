@@ -84,7 +84,7 @@ def personalized(album: Path, zoo: dict[str, Path]) -> tuple[Result, Path]:
 
 def test_score_exit_status_and_summary(scored: Result, zoo: dict[str, Path]) -> None:
     assert scored.exit_code == 1
-    assert stderr_lines(scored)[-1] == f"persaes: {len(BAD_CASES)} of {len(zoo) + 1} files could not be scored"
+    assert stderr_lines(scored)[-1] == f"Warning: {len(BAD_CASES)} of {len(zoo) + 1} files could not be scored"
     assert "Traceback" not in scored.output
 
 
@@ -100,7 +100,7 @@ def test_score_names_bad_photos_in_one_line(scored: Result, zoo: dict[str, Path]
     rows = {row["path"] for row in json.loads(scored.stdout)}
     assert str(zoo[case]) not in rows
     (line,) = lines_naming(scored, zoo[case])
-    assert line.startswith(f"persaes: {zoo[case]}: ")
+    assert line.startswith(f"Warning: {zoo[case]}: ")
 
 
 def test_folder_link_loops_are_not_followed(scored: Result, album: Path) -> None:
@@ -165,9 +165,14 @@ def test_retouch_processes_odd_photos(retouched: tuple[Result, Path], album: Pat
         img.load()
         with Image.open(src) as original:
             upright = ImageOps.exif_transpose(original).size
-        assert img.mode == "RGB" and img.size == upright
+        assert img.mode == KEPT_MODES.get(case, "RGB") and img.size == upright
         assert img.getexif().get(0x0112, 1) == 1
     assert not lines_naming(result, src)
+
+
+KEPT_MODES = {"png-alpha": "RGBA", "png-16bit-grey": "I;16", "greyscale": "L"}
+"""The cases whose output is not 8-bit RGB: their alpha channel, greyscale and 16 bits are kept (PIL reads 16-bit
+colour PNGs at 8 bits)."""
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -176,7 +181,7 @@ def test_retouch_names_bad_photos_in_one_line(retouched: tuple[Result, Path], al
     result, out = retouched
     assert not (out / zoo[case].relative_to(album)).exists()
     (line,) = lines_naming(result, zoo[case])
-    assert line.startswith(f"persaes: {zoo[case]}: ")
+    assert line.startswith(f"Warning: {zoo[case]}: ")
 
 
 def test_retouch_output_holds_only_finished_photos(retouched: tuple[Result, Path]) -> None:
@@ -200,11 +205,9 @@ def test_retouch_keeps_content_of_odd_formats(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
     small = rf.small()
-    over_white = Image.new("RGB", small.size, (255, 255, 255))
-    over_white.paste(small, mask=Image.linear_gradient("L").resize(small.size))
     expected = {
-        "alpha.png": over_white,
-        "grey16.png": small.convert("L").convert("RGB"),
+        "alpha.png": Image.open(album / "alpha.png"),  # alpha channel and colour as they were
+        "grey16.png": Image.open(album / "grey16.png"),  # its 16-bit levels
         "rgb16.png": small,
         "cmyk.jpg": small,
         "palette.png": small,
@@ -216,9 +219,11 @@ def test_retouch_keeps_content_of_odd_formats(tmp_path: Path) -> None:
     }
     for name, want in expected.items():
         got = Image.open(tmp_path / "out" / name)
-        assert got.size == want.size, name
+        assert got.size == want.size and got.mode == want.mode, name
         error = np.abs(np.asarray(got, dtype=float) - np.asarray(want, dtype=float)).mean()
         assert error < 8, (name, error)  # JPEG/WebP and a 64-colour palette; a wrong orientation is ~40
+    for name in ("alpha.png", "grey16.png"):  # lossless, and kept at its depth: the very same levels
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / name)), np.asarray(expected[name])), name
 
 
 def test_retouch_drops_a_colour_profile_of_another_colour_space(tmp_path: Path) -> None:
@@ -241,7 +246,7 @@ def test_personalize_exit_status_and_summary(personalized: tuple[Result, Path]) 
     result, out = personalized
     assert result.exit_code == 1
     assert f"profile written to {out} ({len(GOOD_CASES)} answers, 0 inferred pairs" in result.stdout
-    assert stderr_lines(result)[-1] == f"persaes: {len(BAD_CASES)} problems (listed above) were skipped"
+    assert stderr_lines(result)[-1] == f"Warning: {len(BAD_CASES)} problems (listed above) were skipped"
     with safe_open(str(out), "pt") as handle:
         assert json.loads(handle.metadata()["persaes"])["trained_on"]["answers"] == len(GOOD_CASES)
     assert "Traceback" not in result.output
@@ -251,7 +256,7 @@ def test_personalize_exit_status_and_summary(personalized: tuple[Result, Path]) 
 def test_personalize_names_bad_photos_in_one_line(personalized: tuple[Result, Path], zoo: dict[str, Path],
                                                   case: str) -> None:
     (line,) = lines_naming(personalized[0], zoo[case])
-    assert line.startswith(f"persaes: {zoo[case]}: ")
+    assert line.startswith(f"Warning: {zoo[case]}: ")
 
 
 def test_a_clean_album_exits_zero(tmp_path: Path) -> None:
@@ -296,12 +301,12 @@ def test_a_fifo_named_jpg_is_skipped_in_folders_and_refused_by_name(tmp_path: Pa
         scored = invoke("score", album, "--json", "--device", "cpu")
         assert scored.exit_code == 0 and len(json.loads(scored.stdout)) == 2, scored.output
         named = invoke("score", album / "pipe.jpg", "--device", "cpu")
-        assert named.exit_code == 1 and f"persaes: {album / 'pipe.jpg'}: not a regular file" in named.stderr
+        assert named.exit_code == 1 and f"Warning: {album / 'pipe.jpg'}: not a regular file" in named.stderr
         retouched = invoke("retouch", album, tmp_path / "out", "--steps", "0", "--device", "cpu")
         assert retouched.exit_code == 0 and "2 photos retouched" in retouched.stdout, retouched.output
         result = invoke("personalize", album, "--prefs", prefs, "--out", tmp_path / "me.safetensors", "--iterations",
                         "5", "--device", "cpu")
-    assert result.exit_code == 1 and "persaes: image 'pipe.jpg' (in 1 answer(s)) is not in the album" in result.stderr
+    assert result.exit_code == 1 and "Warning: image 'pipe.jpg' (in 1 answer(s)) is not in the album" in result.stderr
 
 
 # -- decompression bombs: memory stays bounded -----------------------------------------------------------------------
@@ -338,13 +343,13 @@ def test_score_of_a_bomb_uses_no_more_memory_than_a_tiny_photo(tmp_path: Path) -
         path = make(tmp_path)
         code = ("import resource, subprocess, sys; "
                 "subprocess.run([sys.executable, '-c', 'from persaes.cli.main import main; main()', "
-                f"'score', {str(path)!r}, '--device', 'cpu']); "
+                f"'--quiet', 'score', {str(path)!r}, '--device', 'cpu']); "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[2])
         peaks[make.__name__] = int(run.stdout.strip().splitlines()[-1])
         if make is rf.png_bomb:
-            assert run.stderr.strip().splitlines()[0].startswith(f"persaes: {path}: refused as a decompression bomb")
+            assert run.stderr.strip().splitlines()[0].startswith(f"Warning: {path}: refused as a decompression bomb")
     assert peaks["png_bomb"] < peaks["one_pixel"] + 30_000, peaks
 
 

@@ -60,7 +60,7 @@ def test_every_problem_is_skipped_and_listed(album: Path, tmp_path: Path) -> Non
     assert result.exit_code == 1 and "Traceback" not in result.output
     # answered: A>B, B>C, A>D (C/D dropped as contradictory); inferred: A>C
     assert f"profile written to {out} (3 answers, 1 inferred pairs, 4 photos)" in result.stdout
-    problems = [line.removeprefix("persaes: ") for line in result.stderr.splitlines() if line.startswith("persaes: ")]
+    problems = [line.removeprefix("Warning: ") for line in result.stderr.splitlines() if line.startswith("Warning: ")]
     expected = [
         f"{prefs}:1: undo with no answer left to take back; ignored",
         f"{prefs}:9: not valid JSON (JSONDecodeError: ",

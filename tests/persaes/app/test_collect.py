@@ -156,6 +156,31 @@ def test_album_images_are_served_and_nothing_else(client_for: Callable, album: P
         assert client.request("/nowhere")[0] == 404
 
 
+def test_unreadable_photos_are_named_never_offered_nor_served(client_for: Callable, album: Path,
+                                                              tmp_path: Path) -> None:
+    good = {p.relative_to(album).as_posix() for p in iter_images([album])}
+    whole = (album / "Car1.jpg").read_bytes()
+    (album / "empty.jpg").write_bytes(b"")
+    (album / "sub" / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (album / "text.jpg").write_text("not an image, only named like one")
+    bad = {"empty.jpg": "empty file", "sub/truncated.jpg": "truncated", "text.jpg": "not a readable image"}
+    warnings: list[str] = []
+    session = CollectSession(album, tmp_path / "a.jsonl", pairs=6, on_skip=warnings.append)
+    assert len(warnings) == 3 and all("\n" not in line for line in warnings)
+    for line, (key, problem) in zip(warnings, sorted(bad.items())):
+        assert line.startswith(f"{album / key}: ") and problem in line.removeprefix(f"{album / key}: "), line
+    assert sorted(session.skipped) == sorted(bad) and set(session.images) == good
+    offered: set[str] = set()
+    with client_for(session) as client:
+        for key in bad:
+            status, body = client.request(f"/image/{key}")
+            assert status == 404 and json.loads(body) == {"error": f"{key!r}: not offered, cannot be read"}
+        while not (state := client.state()).get("finished"):
+            offered |= {state["left_path"], state["right_path"]}
+            assert client.post("/api/answer", {"winner": state["left_path"], "loser": state["right_path"]})[0] == 200
+    assert state["done"] == 6 and offered == good  # every pair of the four good photos, none of the others
+
+
 def test_answers_are_appended_at_once(client_for: Callable, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
     with client_for(CollectSession(album, out, pairs=3)) as client:

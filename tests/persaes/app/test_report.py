@@ -108,6 +108,12 @@ def test_limit_retouches_the_first_photos_and_a_rerun_skips_them(generic, person
     again, _ = compare_folder(album, report, generic, personal, OPS, FAST, limit=1,
                               progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 0), (0, 0)] and again == rows
+    calls.clear()
+    compare_folder(album, report, generic, personal, OPS, EditSettings(steps=2, work_size=64), limit=1,
+                   progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (1, 1)  # other settings: the comparison makes its photos again
+    with open(report / "personal" / "scores.csv", newline="", encoding="utf-8") as handle:
+        assert '"steps":2' in next(csv.DictReader(handle))["settings"]
 
 
 def test_bad_folders_and_limits_are_refused(generic, personal, album: Path) -> None:
@@ -123,4 +129,5 @@ def test_the_page_escapes_names_and_links() -> None:
     page = render_html([row])
     assert "<b>\"x\"</b>" not in page and "&lt;b&gt;&quot;x&quot;&lt;/b&gt;.jpg" in page
     assert 'src="thumbs/generic/a&amp;b.jpg"' in page
-    assert "1 photos. Mean personal score: original 6.00, generic 6.00,\npersonalized 6.00." in page
+    assert "1 photos. Mean personal score: original 6.000, generic 6.000,\npersonalized 6.000." in page
+    assert "generic 5.000 · personal <b>6.000</b>" in page  # as `persaes score` prints scores

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -105,3 +106,159 @@ def test_greyscale_photos_stay_greyscale(scorer, photos: list[Path], tmp_path: P
     out = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "grey.jpg").convert("RGB"))).int()
     assert (out[..., 0] - out[..., 2]).abs().max() <= 3 and (out[..., 0] - out[..., 1]).abs().max() <= 3
 
+    assert Image.open(tmp_path / "out" / "grey.jpg").mode == "L"  # written as greyscale, not as grey RGB
+
+
+# -- the photo's kind and metadata are kept ---------------------------------------------------------------------------
+
+EDIT = EditSettings(steps=3, work_size=96, fidelity=0.0)  # on a dark photo: an edit that changes the colour
+
+
+def _dark(photos: list[Path]) -> Image.Image:
+    """A small real photo at half its brightness, which the model wants brighter."""
+    small = Image.open(photos[0]).convert("RGB").resize((96, 72), Image.Resampling.BICUBIC)
+    return Image.fromarray((np.asarray(small) // 2).astype(np.uint8))
+
+
+def test_alpha_channel_is_carried_over_untouched(scorer, photos: list[Path], tmp_path: Path) -> None:
+    album = tmp_path / "in"
+    album.mkdir()
+    rgba = _dark(photos).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.save(album / "alpha.png")
+    la = _dark(photos).convert("LA")
+    la.putalpha(Image.linear_gradient("L").rotate(90).resize(la.size))
+    la.save(album / "alpha-grey.png")
+    summary = retouch_folder(album, tmp_path / "out", scorer, ("exposure", "color"), EDIT)
+    assert summary.done == 2 and not summary.failed
+    for name, source in (("alpha.png", rgba), ("alpha-grey.png", la)):
+        out = Image.open(tmp_path / "out" / name)
+        assert out.mode == source.mode and out.size == source.size
+        assert out.getchannel("A").tobytes() == source.getchannel("A").tobytes()
+        colour = np.asarray(out, dtype=float)[..., :-1] - np.asarray(source, dtype=float)[..., :-1]
+        assert np.abs(colour).mean() > 2  # the edit changed the colour
+
+
+def test_sixteen_bit_greyscale_is_edited_in_float_and_written_at_sixteen_bits(scorer, photos: list[Path],
+                                                                              tmp_path: Path) -> None:
+    album = tmp_path / "in"
+    album.mkdir()
+    grey = Image.fromarray(np.asarray(_dark(photos).convert("L"), dtype=np.float32)).resize((96, 72))
+    smooth = Image.fromarray(np.asarray(grey.resize((192, 144), Image.Resampling.BICUBIC)) * 257.0)
+    levels = np.clip(np.asarray(smooth) + 0.5, 0, 65535).astype(np.uint16)  # a real photo with 16-bit levels
+    Image.fromarray(levels).save(album / "grey16.png")
+    Image.fromarray(levels).save(album / "grey16.tif")
+    retouch_folder(album, tmp_path / "out", scorer, ("exposure",), EditSettings(steps=2, work_size=96))
+    for name in ("grey16.png", "grey16.tif"):
+        with Image.open(tmp_path / "out" / name) as out:
+            assert out.mode == "I;16" and out.size == (192, 144)
+            result = np.asarray(out)
+        assert not np.array_equal(result, levels)  # the edit changed it
+        assert np.unique(result).size > 256 and (result % 257 != 0).any()  # not 8-bit levels written at 16 bits
+
+
+def test_exif_icc_profile_dpi_and_png_text_are_kept(scorer, photos: list[Path], tmp_path: Path) -> None:
+    from PIL import ExifTags, ImageCms, PngImagePlugin
+
+    album = tmp_path / "in"
+    album.mkdir()
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Persaes Camera"
+    exif[ExifTags.Base.Orientation] = 6
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:05:06 07:08:09"
+    photo = _dark(photos)
+    photo.save(album / "photo.jpg", exif=exif, icc_profile=srgb, dpi=(300, 300), quality=95)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", "Bird")
+    text.add_itxt("Description", "un oiseau, été")
+    photo.save(album / "photo.png", pnginfo=text, icc_profile=srgb, dpi=(240, 240))
+    retouch_folder(album, tmp_path / "out", scorer, ("exposure",), EDIT)
+
+    with Image.open(tmp_path / "out" / "photo.jpg") as out:
+        assert out.size == (72, 96) and out.info["icc_profile"] == srgb and out.info["dpi"] == (300, 300)
+        kept = out.getexif()
+        assert kept[ExifTags.Base.Make] == "Persaes Camera" and kept[ExifTags.Base.Orientation] == 1
+        assert kept.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] == "2024:05:06 07:08:09"
+    with Image.open(tmp_path / "out" / "photo.png") as out:
+        assert out.info["icc_profile"] == srgb and round(out.info["dpi"][0]) == 240
+        assert out.text == {"Title": "Bird", "Description": "un oiseau, été"}
+
+
+# -- a rerun with other settings -------------------------------------------------------------------------------------
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def other_scorer(scorer, tmp_path_factory: pytest.TempPathFactory):
+    """A profile file whose weights differ from the generic model's."""
+    import copy
+
+    from persaes.io.checkpoint import save_checkpoint
+
+    model = copy.deepcopy(scorer.model)
+    with torch.no_grad():
+        next(model.head.parameters()).add_(0.01)
+    path = save_checkpoint(tmp_path_factory.mktemp("profile") / "me.safetensors", model, scorer.metadata)
+    return load_scorer(path, device="cpu")
+
+
+def test_rerun_with_the_same_settings_resumes_and_records_them(scorer, photos: list[Path], tmp_path: Path) -> None:
+    album = _album(tmp_path / "in", photos)
+    out = tmp_path / "out"
+    retouch_folder(album, out, scorer, ("exposure",), FAST, model_name="generic")
+    (out / "sub" / "b.png").unlink()
+    # the same weights under another name are the same settings
+    summary = retouch_folder(album, out, scorer, ("exposure",), FAST, model_name="./generic.safetensors")
+    assert (summary.done, summary.skipped) == (1, 1)
+    rows = {r["path"]: r for r in csv.DictReader(open(out / "scores.csv", encoding="utf-8"))}
+    record = json.loads(rows["a photo é.jpg"]["settings"])
+    assert record["model"] == "generic" and record["model_sha256"] == scorer.metadata["tensors_sha256"]
+    assert (record["ops"], record["steps"], record["work_size"], record["seed"], record["base"]) == (
+        ["exposure"], 1, 96, 0, "none")
+
+
+def test_rerun_with_other_settings_stops_and_writes_nothing(scorer, other_scorer, photos: list[Path],
+                                                            tmp_path: Path) -> None:
+    album = _album(tmp_path / "in", photos)
+    out = tmp_path / "out"
+    retouch_folder(album, out, scorer, ("exposure",), FAST, model_name="generic")
+    (out / "sub" / "b.png").unlink()  # a photo still to do: not done either
+    before = _snapshot(out)
+    originals = _snapshot(album)
+    for kwargs, differs in ((dict(scorer=other_scorer, model_name="me.safetensors"), "model generic -> me.safetensors"),
+                            (dict(scorer=scorer, settings=EditSettings(steps=0, work_size=96)), "steps 1 -> 0"),
+                            (dict(scorer=scorer, ops=("exposure", "color")), "ops exposure -> exposure,color"),
+                            (dict(scorer=scorer, seed=1), "seed 0 -> 1"),
+                            (dict(scorer=scorer, base=other_scorer, base_name="me"), "base none -> me")):
+        kwargs = {"ops": ("exposure",), "settings": FAST, "model_name": "generic", **kwargs}
+        with pytest.raises(RetouchError) as error:
+            retouch_folder(album, out, **kwargs)
+        message = str(error.value)
+        assert "\n" not in message and message.startswith(f"{out}: 1 photo there was made with other settings (")
+        assert differs in message and "--redo" in message, message
+    assert _snapshot(out) == before and _snapshot(album) == originals
+
+
+def test_redo_replaces_the_outputs_made_with_other_settings(scorer, other_scorer, photos: list[Path],
+                                                            tmp_path: Path) -> None:
+    album = _album(tmp_path / "in", photos)
+    out = tmp_path / "out"
+    retouch_folder(album, out, scorer, ("exposure",), EditSettings(steps=0, work_size=96), model_name="generic")
+    originals = _snapshot(album)
+    old = _snapshot(out)
+    summary = retouch_folder(album, out, other_scorer, ("exposure",), FAST, model_name="me.safetensors", redo=True)
+    assert (summary.done, summary.skipped) == (2, 0)
+    rows = list(csv.DictReader(open(out / "scores.csv", encoding="utf-8")))
+    assert sorted(r["path"] for r in rows) == ["a photo é.jpg", "sub/b.png"]
+    for row in rows:
+        record = json.loads(row["settings"])
+        assert row["model"] == record["model"] == "me.safetensors" and record["steps"] == 1
+        assert record["model_sha256"] == other_scorer.metadata["tensors_sha256"] != scorer.metadata["tensors_sha256"]
+        assert _snapshot(out)[row["path"]][1] != old[row["path"]][1]  # written again
+    assert _snapshot(album) == originals
+    again = retouch_folder(album, out, other_scorer, ("exposure",), FAST, model_name="me.safetensors")
+    assert (again.done, again.skipped) == (0, 2)  # and now they resume under the new settings

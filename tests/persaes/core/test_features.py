@@ -64,7 +64,9 @@ def test_extract_features_names_bad_files_and_meets_the_backbone_once_per_photo(
     assert len(problems) == 1 and "empty.jpg" in problems[0] and "\n" not in problems[0]
     size = pretrained_model.spec.input_size
     direct = features_of_tensors(pretrained_model, load_square(photos[0], size))
-    assert torch.equal(direct.z3, feats.z3[:1]) and feats.thumb.shape[-1] == THUMB
+    # the same photo alone: the same features up to float16 rounding (batch size changes the kernels' sums)
+    assert torch.allclose(direct.z3.float(), feats.z3[:1].float(), rtol=1e-2, atol=1e-2)
+    assert feats.thumb.shape[-1] == THUMB
 
     def no_backbone(*args, **kwargs):
         raise AssertionError("a cached photo met the backbone again")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
-from persaes.io.images import open_rgb, to_bytes, to_pil, to_tensor
+from persaes.io.images import open_rgb, read_photo, to_bytes, to_pil, to_tensor
 
 
 def _images(photos: list[Path]) -> list[Image.Image]:
@@ -51,3 +51,76 @@ def test_conversions_refuse_what_they_cannot_convert() -> None:
         to_bytes(torch.zeros(3, 2, 2, dtype=torch.uint8))
     with pytest.raises(ValueError, match="shape"):
         to_pil(torch.rand(1, 3, 2, 2))
+
+
+def _small(photos: list[Path]) -> Image.Image:
+    return Image.open(photos[0]).convert("RGB").resize((64, 48), Image.Resampling.BICUBIC)
+
+
+def test_read_photo_sets_an_alpha_channel_aside_and_gives_it_back_unchanged(photos: list[Path],
+                                                                            tmp_path: Path) -> None:
+    rgba = _small(photos).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.save(tmp_path / "alpha.png")
+    photo = read_photo(tmp_path / "alpha.png")
+    assert not photo.grey and photo.bits == 8 and photo.alpha is not None
+    assert torch.equal(photo.color, to_tensor(rgba.convert("RGB")))  # the colour itself, not over white
+    assert photo.to_image(photo.color).tobytes() == rgba.tobytes()
+    alpha = torch.from_numpy(np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255)
+    assert torch.allclose(photo.over_white(), photo.color * alpha + 1 - alpha)
+
+    la = _small(photos).convert("LA")
+    la.putalpha(Image.linear_gradient("L").rotate(90).resize(la.size))
+    la.save(tmp_path / "la.png")
+    photo = read_photo(tmp_path / "la.png")
+    assert photo.grey and torch.equal(photo.color[0], photo.color[2])
+    again = photo.to_image(photo.color)
+    assert again.mode == "LA" and again.tobytes() == la.tobytes()
+
+
+def test_read_photo_keeps_sixteen_bit_greyscale_in_float(tmp_path: Path) -> None:
+    levels = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)  # 3,072 levels
+    Image.fromarray(levels).save(tmp_path / "grey16.png")
+    Image.fromarray(levels).save(tmp_path / "grey16.tif")
+    for name in ("grey16.png", "grey16.tif"):
+        photo = read_photo(tmp_path / name)
+        assert photo.grey and photo.bits == 16 and photo.alpha is None
+        assert torch.unique(photo.color).numel() == 48 * 64  # not quantized to 256 levels
+        again = photo.to_image(photo.color)
+        assert again.mode == "I;16" and np.array_equal(np.asarray(again), levels)
+
+
+def test_read_photo_reads_other_modes_as_colour_or_grey(photos: list[Path], tmp_path: Path) -> None:
+    small = _small(photos)
+    small.convert("L").save(tmp_path / "grey.jpg", quality=95)
+    small.convert("CMYK").save(tmp_path / "cmyk.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))
+    palette = small.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.save(tmp_path / "transparent.gif", transparency=0)
+    palette.save(tmp_path / "opaque.gif")
+    kinds = {name: read_photo(tmp_path / name) for name in ("grey.jpg", "cmyk.jpg", "transparent.gif", "opaque.gif")}
+    assert kinds["grey.jpg"].grey and kinds["grey.jpg"].to_image(kinds["grey.jpg"].color).mode == "L"
+    assert kinds["cmyk.jpg"].to_image(kinds["cmyk.jpg"].color).mode == "RGB"
+    assert "icc_profile" not in kinds["cmyk.jpg"].metadata  # a CMYK profile would misdescribe the RGB output
+    assert kinds["transparent.gif"].to_image(kinds["transparent.gif"].color).mode == "RGBA"
+    assert kinds["opaque.gif"].to_image(kinds["opaque.gif"].color).mode == "RGB"
+
+
+def test_read_photo_keeps_exif_upright_without_the_files_storage_tags(photos: list[Path], tmp_path: Path) -> None:
+    small = _small(photos)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Persaes Camera"
+    exif[ExifTags.Base.Orientation] = 6
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:05:06 07:08:09"
+    small.save(tmp_path / "photo.jpg", exif=exif, dpi=(300, 300), comment=b"a comment")
+    small.save(tmp_path / "photo.tif", exif=exif)
+    for name in ("photo.jpg", "photo.tif"):
+        photo = read_photo(tmp_path / name)
+        assert photo.color.shape == (3, small.width, small.height)  # turned upright
+        kept = Image.Exif()
+        kept.load(photo.metadata["exif"])
+        assert kept[ExifTags.Base.Make] == "Persaes Camera" and kept[ExifTags.Base.Orientation] == 1
+        assert not {256, 257, 258, 273, 279} & set(kept)  # width, height, depth, strips: the output has its own
+    jpeg = read_photo(tmp_path / "photo.jpg").metadata
+    kept.load(jpeg["exif"])
+    assert kept.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] == "2024:05:06 07:08:09"  # a sub-IFD
+    assert jpeg["dpi"] == (300, 300) and jpeg["comment"] == b"a comment"
