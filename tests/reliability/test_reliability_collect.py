@@ -1,6 +1,6 @@
 """The preference page as users run it: ``persaes prefs collect`` in its own process, spoken to over HTTP.
 
-Request-level checks of the session live in tests/persaes/test_collect.py; these run against the real
+Request-level checks of the session live in tests/persaes/app/test_collect.py; these run against the real
 command: token, paths out of the album, the listening address, answers surviving a SIGKILL, a rerun,
 and names that are not UTF-8.
 """

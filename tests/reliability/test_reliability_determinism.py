@@ -1,5 +1,5 @@
 """Same inputs and seed, same outputs, through the commands: profiles bit-identical on the CPU, retouched
-files byte-identical. (The API-level check is tests/persaes/test_personalize.py.)"""
+files byte-identical. (The API-level check is tests/persaes/core/test_personalize.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Damaged and odd preference files through ``persaes personalize``: every problem is skipped and listed.
 
-The reading rules themselves are unit-tested in tests/persaes/test_preferences.py (format, undo, cut
+The reading rules themselves are unit-tested in tests/persaes/io/test_preferences.py (format, undo, cut
 last line, transitivity by hypothesis); here the whole command runs on one file holding every case.
 """
 
