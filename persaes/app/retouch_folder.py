@@ -3,7 +3,7 @@
 * Each photo is written to ``OUT`` under its relative path, atomically (no partial files),
   upright (EXIF orientation applied), in its own format and kind: greyscale stays greyscale,
   the alpha channel is carried over untouched (the edit applies to the colour), 16-bit
-  greyscale is edited in float and written at 16 bits; EXIF, colour profile, DPI and PNG text
+  greyscale and 16-bit colour PNG are edited in float and written at 16 bits; EXIF, colour profile, DPI and PNG text
   are kept (:func:`~persaes.io.images.read_photo`, :func:`save_photo`). ``IN`` is never written to.
 * ``OUT/scores.csv`` lists each photo's score before and after under the model used, and the
   settings that made it (:func:`run_settings`), rewritten atomically after every photo. A rerun
@@ -64,6 +64,7 @@ from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
 from persaes.io.checkpoint import tensors_digest
 from persaes.io.images import ImageError, Photo, iter_images, read_photo, to_pil
+from persaes.io.png16 import encode_png16
 from retouch import OPS, RetouchNet
 from retouch.optimize import EditSettings
 
@@ -145,12 +146,16 @@ def encode_photo(image: Tensor, path: Path, source: Photo | None = None) -> byte
     With ``source`` (the photo ``image`` was made from, :func:`~persaes.io.images.read_photo`), the
     output is of its kind (:meth:`~persaes.io.images.Photo.to_image`: greyscale, alpha, 16 bits)
     and keeps its metadata where the format holds them; a kind the format cannot hold becomes the
-    nearest it can (alpha over white, 8 bits). Without it, the output is 8-bit RGB.
+    nearest it can (alpha over white, 8 bits). A 16-bit colour photo is written at 16 bits as PNG
+    (:func:`~persaes.io.png16.encode_png16`: Pillow cannot write it), at 8 bits in other formats.
+    Without ``source``, the output is 8-bit RGB.
 
     Raises:
         ImageError: the format cannot hold the photo or its metadata; one line naming ``path``.
     """
     fmt = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
+    if source is not None and fmt == "PNG" and source.bits == 16 and not source.grey:
+        return _encode_png16(image, path, source)
     img = source.to_image(image) if source is not None else to_pil(image.detach().cpu())
     if source is not None and img.mode not in _WRITABLE_MODES[fmt]:
         flat = to_pil(source.over_white(image.detach().cpu().float()))
@@ -175,6 +180,18 @@ def encode_photo(image: Tensor, path: Path, source: Photo | None = None) -> byte
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"{path}: cannot be written as {fmt} ({reason})") from None
     return buffer.getvalue()
+
+
+def _encode_png16(image: Tensor, path: Path, source: Photo) -> bytes:
+    """A 16-bit colour photo as a 16-bit PNG, with its colour profile (if RGB), DPI, EXIF and text."""
+    metadata = source.metadata
+    icc = metadata.get("icc_profile")
+    try:
+        return encode_png16(source.to_levels(image), icc_profile=icc if icc and icc[16:20] == b"RGB " else None,
+                            dpi=metadata.get("dpi"), exif=metadata.get("exif"), text=metadata.get("text"))
+    except ValueError as exc:  # e.g. a text key PNG cannot hold
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"{path}: cannot be written as PNG ({reason})") from None
 
 
 def _read_scores(path: Path) -> dict[str, dict[str, str]]:

@@ -7,7 +7,7 @@ Images become float tensors in ``[0, 1]`` with :func:`to_tensor` and go back to 
 rounded half up, with :func:`to_bytes` (as PIL images with :func:`to_pil`).
 
 A photo to retouch is read with :func:`read_photo` instead: its colour at the file's own precision
-(16-bit greyscale as 16-bit), with its alpha channel and its metadata set aside, so
+(16-bit greyscale, and 16-bit colour PNG, as 16-bit), with its alpha channel and its metadata set aside, so
 :meth:`Photo.to_image` gives back an image of the same kind (greyscale or colour, alpha, bit depth).
 
 Example:
@@ -44,6 +44,8 @@ from kornia.color import rgb_to_grayscale
 from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+
+from persaes.io.png16 import decode_png16, png_header, to_levels16
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_PIXELS = 100_000_000
@@ -208,13 +210,14 @@ class Photo:
     """A photo read for retouching: its colour at the file's precision, its alpha and metadata set aside.
 
     An edit applies to :attr:`color` only; :meth:`to_image` puts the edited colour back into an image
-    of the file's kind (greyscale or colour, 8 or 16 bits) with the alpha channel as it was read.
+    of the file's kind (greyscale or colour, 8 or 16 bits) with the alpha channel as it was read;
+    16-bit colour, which PIL cannot hold, is given at 16 bits by :meth:`to_levels` instead.
 
     Attributes:
         color: :math:`(3, H, W)` float32 in ``[0, 1]``, upright; a greyscale photo's three channels are equal.
-        alpha: the alpha channel as read (mode ``"L"``), or None.
+        alpha: the alpha channel as read (mode ``"L"``; ``"I;16"`` for a 16-bit colour PNG), or None.
         grey: whether the file is greyscale.
-        bits: bits per level as PIL reads the file: 16 for 16-bit greyscale (PIL reads 16-bit colour as 8).
+        bits: bits per level: 16 for 16-bit greyscale and 16-bit colour PNG (a 16-bit colour TIFF is read at 8).
         metadata: what to write back beside the pixels, where the file had it: ``exif`` (bytes,
             orientation upright, storage tags left out), ``icc_profile`` (only one for the output's
             colour space: RGB, or grey), ``dpi``, ``text`` (PNG text chunks), ``comment`` and ``xmp``.
@@ -231,8 +234,36 @@ class Photo:
         color = self.color if color is None else color
         if self.alpha is None:
             return color
-        alpha = pil_to_tensor(self.alpha).to(color.device, color.dtype).div_(255.0)
+        alpha = self._alpha().to(color.device, color.dtype)
         return color * alpha + (1.0 - alpha)
+
+    def _alpha(self) -> Tensor:
+        """The alpha channel, :math:`(1, H, W)` float32 in ``[0, 1]``."""
+        assert self.alpha is not None
+        if self.alpha.mode in _SIXTEEN_BIT:
+            return torch.from_numpy(np.asarray(self.alpha, dtype=np.float32) / 65535.0)[None]
+        return pil_to_tensor(self.alpha).float().div_(255.0)
+
+    def to_levels(self, color: Tensor) -> np.ndarray:
+        """The 16-bit levels of a 16-bit colour photo with ``color`` for its colour and the alpha channel as read.
+
+        Args:
+            color: :math:`(3, H, W)` in ``[0, 1]`` (clipped), e.g. the retouched :attr:`color`.
+
+        Returns:
+            :math:`(H, W, 3)` or, with alpha, :math:`(H, W, 4)` uint16, levels rounded half up
+            (:func:`~persaes.io.png16.to_levels16`); write them with :func:`~persaes.io.png16.encode_png16`.
+        """
+        color = color.detach().cpu().float()
+        if color.shape != self.color.shape:
+            raise ValueError(f"color must have the photo's shape {tuple(self.color.shape)}, got {tuple(color.shape)}")
+        if self.grey or self.bits != 16:
+            raise ValueError("to_levels is for 16-bit colour photos; use to_image")
+        levels = to_levels16(color).permute(1, 2, 0).numpy().astype(np.uint16)
+        if self.alpha is None:
+            return levels
+        alpha = np.asarray(self.alpha).astype(np.uint16)
+        return np.concatenate([levels, alpha[..., None]], axis=2)
 
     def to_image(self, color: Tensor) -> Image.Image:
         """An image of the photo's kind with ``color`` for its colour and the alpha channel as read.
@@ -241,7 +272,8 @@ class Photo:
             color: :math:`(3, H, W)` in ``[0, 1]`` (clipped), e.g. the retouched :attr:`color`.
 
         Returns:
-            Mode ``"I;16"`` (16-bit greyscale), ``"L"``/``"LA"`` (greyscale) or ``"RGB"``/``"RGBA"``.
+            Mode ``"I;16"`` (16-bit greyscale), ``"L"``/``"LA"`` (greyscale) or ``"RGB"``/``"RGBA"``
+            (16-bit colour too, at 8 bits: its 16 bits are :meth:`to_levels`).
         """
         color = color.detach().cpu().float()
         if color.shape != self.color.shape:
@@ -254,7 +286,7 @@ class Photo:
         else:
             img = to_pil_image(to_bytes(rgb_to_grayscale(color)), "L")
         if self.alpha is not None:
-            img.putalpha(self.alpha)
+            img.putalpha(self.alpha if self.alpha.mode == "L" else to_pil_image(to_bytes(self._alpha()), "L"))
         return img
 
 
@@ -262,7 +294,9 @@ def read_photo(path: str | os.PathLike[str]) -> Photo:
     """Read a photo to retouch: upright, at the file's precision, alpha and metadata set aside (see :class:`Photo`).
 
     Greyscale files (1-bit, 8-bit, 16-bit) stay greyscale, RGBA/LA and palette or RGB files with a
-    transparent colour keep their alpha; other modes (CMYK, YCbCr, ...) are read as RGB.
+    transparent colour keep their alpha; other modes (CMYK, YCbCr, ...) are read as RGB. A 16-bit
+    colour PNG (RGB or RGBA, which PIL reads at 8 bits) is decoded at 16 bits by
+    :func:`~persaes.io.png16.decode_png16`, its alpha kept at 16 bits (see :meth:`Photo.to_levels`).
 
     Raises:
         ImageError: missing, empty, not an image, truncated, or too many pixels.
@@ -279,10 +313,48 @@ def read_photo(path: str | os.PathLike[str]) -> Photo:
         >>> again.mode, bool((np.asarray(again) == levels).all())
         ('I;16', True)
     """
-    return _decode(Path(path), None, _photo)
+    path = Path(path)
+    return _decode(path, None, lambda original, upright: _photo(original, upright, path))
 
 
-def _photo(original: Image.Image, upright: Image.Image) -> Photo:
+_TRANSPOSES: dict[int, Callable[[Tensor], Tensor]] = {
+    2: lambda t: t.flip(-1), 3: lambda t: t.flip(-2, -1), 4: lambda t: t.flip(-2),
+    5: lambda t: t.transpose(-2, -1), 6: lambda t: t.rot90(-1, (-2, -1)), 7: lambda t: t.transpose(-2, -1).flip(-2, -1),
+    8: lambda t: t.rot90(1, (-2, -1))}
+"""What :func:`PIL.ImageOps.exif_transpose` does for each EXIF orientation, on a :math:`(C, H, W)` tensor."""
+
+
+def _photo16(original: Image.Image, upright: Image.Image, path: Path) -> Photo | None:
+    """A 16-bit RGB or RGBA PNG decoded at 16 bits (PIL reads it at 8); None for any other file."""
+    if original.format != "PNG":
+        return None
+    with open(path, "rb") as handle:
+        header = png_header(handle.read(29))
+    if header is None or header[2] != 16 or header[3] not in (2, 6):
+        return None
+    levels = decode_png16(path.read_bytes()).to(torch.int32)  # few ops take uint16
+    try:
+        orientation = int(original.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - EXIF PIL cannot parse: exif_transpose left the pixels as they are too
+        orientation = 1
+    if orientation in _TRANSPOSES:  # as exif_transpose turned ``upright``
+        levels = _TRANSPOSES[orientation](levels)
+    if levels.shape[0] not in (3, 4) or (levels.shape[2], levels.shape[1]) != upright.size:
+        raise ImageError(f"{path}: 16-bit levels of shape {tuple(levels.shape)} do not match the image")
+    alpha = levels[3] if levels.shape[0] == 4 else None
+    transparent = original.info.get("transparency")
+    if alpha is None and isinstance(transparent, tuple) and len(transparent) == 3:  # a tRNS colour: alpha 0 there
+        key = torch.tensor(transparent, dtype=torch.int32)[:, None, None]
+        alpha = torch.where((levels[:3] == key).all(0), 0, 65535)
+    color = levels[:3].float().div_(65535.0).contiguous()
+    alpha_image = None if alpha is None else Image.fromarray(alpha.numpy().astype(np.uint16))
+    return Photo(color, alpha_image, False, 16, _metadata(original, upright, False))
+
+
+def _photo(original: Image.Image, upright: Image.Image, path: Path) -> Photo:
+    sixteen = _photo16(original, upright, path)
+    if sixteen is not None:
+        return sixteen
     img = upright
     if img.mode in ("L", "RGB", "P") and img.has_transparency_data:
         img = img.convert("LA" if img.mode == "L" else "RGBA")

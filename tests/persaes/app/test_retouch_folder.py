@@ -185,6 +185,30 @@ def test_exif_icc_profile_dpi_and_png_text_are_kept(scorer, photos: list[Path], 
         assert out.text == {"Title": "Bird", "Description": "un oiseau, été"}
 
 
+def test_sixteen_bit_colour_png_is_written_at_sixteen_bits_with_its_profile_and_dpi(scorer, photos: list[Path],
+                                                                                     tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    from persaes.io.png16 import decode_png16, encode_png16, png_header
+
+    album = tmp_path / "in"
+    album.mkdir()
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    smooth = np.asarray(_dark(photos).resize((192, 144), Image.Resampling.BICUBIC), dtype=np.float64) * 257.0
+    ramp = np.linspace(0, 256, 192)[None, :, None]  # levels between the 8-bit ones
+    levels = np.clip(smooth + ramp + 0.5, 0, 65535).astype(np.uint16)  # a real photo with 16-bit levels
+    (album / "rgb16.png").write_bytes(encode_png16(levels, icc_profile=srgb, dpi=(240, 240)))
+    summary = retouch_folder(album, tmp_path / "out", scorer, ("exposure",), EditSettings(steps=2, work_size=96))
+    assert summary.done == 1 and not summary.failed
+    data = (tmp_path / "out" / "rgb16.png").read_bytes()
+    assert png_header(data) == (192, 144, 16, 2)  # 16 bits per channel, RGB
+    result = decode_png16(data).permute(1, 2, 0).numpy()
+    assert not np.array_equal(result, levels)  # the edit changed it
+    assert all(np.unique(result[..., c]).size > 256 for c in range(3)) and (result % 257 != 0).any()
+    with Image.open(tmp_path / "out" / "rgb16.png") as out:
+        assert out.size == (192, 144) and out.info["icc_profile"] == srgb and round(out.info["dpi"][0]) == 240
+
+
 # -- a rerun with other settings -------------------------------------------------------------------------------------
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageOps
 
 from persaes.io.images import open_rgb, read_photo, to_bytes, to_pil, to_tensor
+from persaes.io.png16 import decode_png16, encode_png16, png_header, to_levels16
 
 
 def _images(photos: list[Path]) -> list[Image.Image]:
@@ -124,3 +127,107 @@ def test_read_photo_keeps_exif_upright_without_the_files_storage_tags(photos: li
     kept.load(jpeg["exif"])
     assert kept.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] == "2024:05:06 07:08:09"  # a sub-IFD
     assert jpeg["dpi"] == (300, 300) and jpeg["comment"] == b"a comment"
+
+
+def _levels16(height: int, width: int, channels: int) -> np.ndarray:
+    """16-bit ramps, a different one per channel: a level per pixel (thousands)."""
+    ramp = np.linspace(0, 1, height * width).reshape(height, width)
+    planes = [ramp, 1 - ramp, ramp * 7 % 1, np.sqrt(ramp)][:channels]
+    return np.clip(np.stack(planes, axis=2) * 65535 + 0.5, 0, 65535).astype(np.uint16)
+
+
+def test_a_sixteen_bit_png_written_by_encode_png16_decodes_the_same_in_pillow_and_torchvision(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Persaes Camera"
+    for channels, mode in ((3, "RGB"), (4, "RGBA"), (1, "I;16"), (2, "RGBA")):  # PIL opens 16-bit LA as RGBA
+        levels = _levels16(37, 53, channels)
+        icc = srgb if channels > 2 else None  # an RGB profile does not fit a grey PNG
+        data = encode_png16(levels, icc_profile=icc, dpi=(300, 150), exif=exif.tobytes(),
+                            text={"Title": "Bird", "Description": "un oiseau, été", "Note": "中文"})
+        assert png_header(data) == (53, 37, 16, {1: 0, 2: 4, 3: 2, 4: 6}[channels])
+        assert np.array_equal(decode_png16(data).permute(1, 2, 0).numpy(), levels.reshape(37, 53, channels))
+        (tmp_path / "x.png").write_bytes(data)
+        with Image.open(tmp_path / "x.png") as img:
+            img.load()
+            assert img.mode == mode and img.size == (53, 37)
+            assert img.info.get("icc_profile") == icc and tuple(round(d) for d in img.info["dpi"]) == (300, 150)
+            assert img.text == {"Title": "Bird", "Description": "un oiseau, été", "Note": "中文"}
+            assert img.getexif()[ExifTags.Base.Make] == "Persaes Camera"
+            if mode == "I;16":
+                assert np.array_equal(np.asarray(img), levels[..., 0])
+            elif mode == "RGB":
+                assert np.array_equal(np.asarray(img), (levels >> 8).astype(np.uint8))  # PIL keeps the high byte
+    with pytest.raises(ValueError, match="uint16"):
+        encode_png16(levels.astype(np.uint8))
+    with pytest.raises(ValueError, match="text key"):
+        encode_png16(levels, text={"": "no key"})
+
+
+def test_to_levels16_rounds_halves_up_and_inverts_division_by_65535() -> None:
+    levels = torch.arange(65536, dtype=torch.int32)
+    assert torch.equal(to_levels16(levels.float() / 65535), levels)
+    halves = (torch.arange(0, 65535, 1001, dtype=torch.float64) + 0.5) / 65535
+    assert torch.equal(to_levels16(halves), torch.arange(0, 65535, 1001, dtype=torch.int32) + 1)
+    assert to_levels16(torch.tensor([-0.5, 2.0])).tolist() == [0, 65535]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_read_photo_keeps_sixteen_bit_colour_png_at_sixteen_bits(tmp_path: Path, channels: int) -> None:
+    from PIL import ImageCms
+
+    from persaes.app.retouch_folder import encode_photo
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    levels = _levels16(48, 64, channels)
+    (tmp_path / "rgb16.png").write_bytes(encode_png16(levels, icc_profile=srgb, dpi=(240, 240)))
+    photo = read_photo(tmp_path / "rgb16.png")
+    assert not photo.grey and photo.bits == 16 and (photo.alpha is not None) == (channels == 4)
+    assert photo.metadata["icc_profile"] == srgb and round(photo.metadata["dpi"][0]) == 240
+    assert all(torch.unique(plane).numel() > 256 for plane in photo.color)  # not quantized to 256 levels
+    assert np.array_equal(photo.to_levels(photo.color), levels)  # no edit: the very same levels
+
+    data = encode_photo(photo.color, tmp_path / "out.png", photo)
+    assert png_header(data)[2:] == (16, 2 if channels == 3 else 6)
+    assert np.array_equal(decode_png16(data).permute(1, 2, 0).numpy(), levels)
+    (tmp_path / "out.png").write_bytes(data)
+    again = read_photo(tmp_path / "out.png")
+    assert again.metadata["icc_profile"] == srgb and torch.equal(again.color, photo.color)
+
+    edited = photo.to_levels(photo.color * 0.5)
+    assert np.array_equal(edited[..., :3], to_levels16(photo.color * 0.5).permute(1, 2, 0).numpy())
+    if channels == 4:
+        assert np.array_equal(edited[..., 3], levels[..., 3])  # the alpha channel, at its 16 bits
+        alpha = torch.from_numpy(levels[..., 3].astype(np.float32) / 65535)
+        assert torch.allclose(photo.over_white(), photo.color * alpha + 1 - alpha, atol=1e-6)
+        assert photo.to_image(photo.color).mode == "RGBA"  # PIL's nearest: 8 bits
+    assert encode_photo(photo.color, tmp_path / "out.jpg", photo)[:2] == b"\xff\xd8"  # other formats: 8 bits
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_sixteen_bit_colour_png_is_turned_upright_as_pillow_turns_it(tmp_path: Path, orientation: int) -> None:
+    levels = _levels16(24, 40, 3)
+    levels[:6, :10] = 0  # a dark corner shows where the top left went
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    (tmp_path / "rotated.png").write_bytes(encode_png16(levels, exif=exif.tobytes()))
+    photo = read_photo(tmp_path / "rotated.png")
+    with Image.open(tmp_path / "rotated.png") as img:
+        upright = np.asarray(ImageOps.exif_transpose(img))
+    assert np.array_equal((photo.to_levels(photo.color) >> 8).astype(np.uint8), upright)
+
+
+def test_a_sixteen_bit_rgb_png_with_a_transparent_colour_gets_a_sixteen_bit_alpha(tmp_path: Path) -> None:
+    levels = _levels16(8, 8, 3)
+    levels[2, 3] = (1000, 2000, 3000)
+    data = bytearray(encode_png16(levels))
+    at = data.index(b"IDAT") - 4
+    trns = struct.pack(">HHH", 1000, 2000, 3000)
+    chunk = struct.pack(">I", 6) + b"tRNS" + trns + struct.pack(">I", zlib.crc32(b"tRNS" + trns))
+    (tmp_path / "trns.png").write_bytes(bytes(data[:at]) + chunk + bytes(data[at:]))
+    photo = read_photo(tmp_path / "trns.png")
+    assert photo.bits == 16 and photo.alpha is not None
+    alpha = photo.to_levels(photo.color)[..., 3]
+    assert alpha[2, 3] == 0 and (alpha == 65535).sum() == 63
