@@ -71,8 +71,9 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
         return -4 * images.mean() - 4 * (images[:, 0] - images[:, 2]).mean()
 
     ops = ("exposure", "color")
-    free = optimize_edit(photo, greedy, ops, EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0))(photo)
-    held = optimize_edit(photo, greedy, ops, EditSettings(steps=30))(photo)
+    free = optimize_edit(photo, greedy, ops, EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0))(photo).detach()
+    held = optimize_edit(photo, greedy, ops, EditSettings(steps=30))(photo).detach()
+
     def added(edited: torch.Tensor) -> float:
         return float(clipped_share(edited) - clipped_share(photo))
 
