@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from collections.abc import Mapping
 
@@ -48,10 +49,16 @@ def png_header(data: bytes) -> tuple[int, int, int, int] | None:
 def decode_png16(data: bytes) -> Tensor:
     """A PNG's levels as stored (losslessly, 16 bits kept): :math:`(C, H, W)` ``torch.uint16``, C as in the file.
 
+    Pillow reads 16-bit colour at 8 bits; torchvision's decoder keeps every level. torchvision 0.29
+    deprecates its image decoders in favour of TorchCodec; they still decode, and the warning it
+    gives on every call is not the user's concern, so it is silenced here.
+
     Raises:
         RuntimeError: not a PNG torchvision can decode.
     """
-    return decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        return decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
 
 
 def to_levels16(image: Tensor) -> Tensor:
