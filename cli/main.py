@@ -6,6 +6,7 @@ import click
 from persaes.cli.common import QUIET
 from persaes.cli.compare import compare_cmd
 from persaes.cli.demo import demo_cmd
+from persaes.cli.generic import train_generic_cmd
 from persaes.cli.personalize import personalize_cmd
 from persaes.cli.prefs import prefs
 from persaes.cli.retouch import retouch_cmd, train_retoucher_cmd
@@ -38,3 +39,4 @@ main.add_command(train_retoucher_cmd)
 main.add_command(prefs)
 main.add_command(compare_cmd)
 main.add_command(demo_cmd)
+main.add_command(train_generic_cmd)

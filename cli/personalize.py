@@ -21,6 +21,9 @@ from persaes.core.train import PERSONAL_PRESETS, parse_iterations
 @click.option("--references", default=None,
               help="Rated references, e.g. ratings:RATINGS.csv:IMAGES.csv or ava:AVA.txt:DIR; "
               "runs the paper's generic stage first. Default: start from the shipped generic weights.")
+@click.option("--start", default="generic", show_default=True,
+              help="Weights to start from when no --references are given: a shipped name or a weights file "
+              "(e.g. one persaes train-generic wrote).")
 @click.option("--k", default=50, show_default=True, type=click.IntRange(1), help="Nearest references per album photo.")
 @click.option("--min-references", default=MIN_REFERENCES, show_default=True, type=click.IntRange(0),
               help="K grows until the generic stage has at least this many references; 0 keeps the paper's hard K.")
@@ -35,8 +38,9 @@ from persaes.core.train import PERSONAL_PRESETS, parse_iterations
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
-def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k: int, min_references: int,
-                    preset: str, iterations: str | None, finetune_backbone: bool, seed: int, device: str) -> None:
+def personalize_cmd(album: str, prefs: str, out: str, references: str | None, start: str, k: int,
+                    min_references: int, preset: str, iterations: str | None, finetune_backbone: bool, seed: int,
+                    device: str) -> None:
     """Learn a personal profile from an album and preference answers.
 
     Album photos that cannot be read (empty, truncated, not an image) and unusable answers
@@ -55,7 +59,8 @@ def personalize_cmd(album: str, prefs: str, out: str, references: str | None, k:
     with Progress() as progress:
         report = personalize(album, prefs, out, references=references, k=k,
                              min_references=min_references, device=device, seed=seed,
-                             personal=personal, finetune_backbone=finetune_backbone, progress=progress.stage)
+                             personal=personal, finetune_backbone=finetune_backbone, start=start,
+                             progress=progress.stage)
     for problem in report.problems:
         warn(problem)
     reference_note = f", {report.references} references" if report.references else ""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from persaes.core import generic_weights
 from persaes.core.features import FeatureCache
 from persaes.core.model import distribution_to_score
 from persaes.core.scorer import load_scorer
@@ -15,7 +16,14 @@ _spec = importlib.util.spec_from_file_location("make_generic", RECIPE)
 make_generic = importlib.util.module_from_spec(_spec)
 sys.modules["make_generic"] = make_generic
 _spec.loader.exec_module(make_generic)
-edit_features = make_generic.edit_features
+edit_features = generic_weights.edit_features
+
+
+def test_the_recipe_is_a_call_of_the_library() -> None:
+    """make_generic.py keeps its names, now the library's (persaes train-generic trains the same way)."""
+    assert make_generic.edit_features is generic_weights.edit_features
+    assert make_generic.version_features is generic_weights.version_features
+    assert make_generic.VERSIONS is generic_weights.VERSIONS
 
 
 def test_edit_features_fit_the_generic_retouch_once_per_head(photos, tmp_path, monkeypatch) -> None:
@@ -38,7 +46,7 @@ def test_edit_features_fit_the_generic_retouch_once_per_head(photos, tmp_path, m
     def refuse(*args, **kwargs):
         raise AssertionError("a cached edit was fitted again")
 
-    monkeypatch.setattr("make_generic.retouch_image", refuse)
+    monkeypatch.setattr("persaes.core.generic_weights.retouch_image", refuse)
     again = edit_features(model, files, seed=0, cache=cache)
     assert torch.equal(again.z3, first.z3)
     with torch.no_grad():

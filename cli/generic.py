@@ -1,0 +1,127 @@
+"""``persaes train-generic``: rated references (+ a quality prior) → generic weights."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from persaes.cli.common import Progress, device_option, printable, user_errors, warn
+
+from persaes.core.backbones import BackboneError
+from persaes.core.generic_weights import train_generic_weights
+from persaes.core.train import GENERIC_RECIPES, GenericRecipe
+from persaes.io.images import is_image_name, iter_images
+from persaes.io.references import load_references
+
+
+def prior_files(source: str) -> list[Path]:
+    """The prior photos named by ``--prior-photos``.
+
+    A folder's images (recursively, sorted), or a text file listing one photo a line (relative to the
+    list's folder; blank lines and ``#`` comments skipped).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: it names no photo.
+    """
+    path = Path(source)
+    if path.is_dir():
+        files = list(iter_images([path]))
+    elif path.is_file():
+        if is_image_name(path):
+            raise ValueError(f"{path}: --prior-photos takes a folder or a text file listing photos, not a photo")
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+        files = [path.parent / line for line in lines if line and not line.startswith("#")]
+    else:
+        raise FileNotFoundError(f"{path}: no such folder or photo list")
+    if not files:
+        raise ValueError(f"{path}: no photo found for the quality prior")
+    return files
+
+
+def chosen_recipe(name: str, epochs: int | None, quality_width: int | None, draws: int | None,
+                  harden_rounds: int | None, harden_photos: int | None) -> GenericRecipe:
+    """The named recipe with the fields the options set."""
+    recipe = GENERIC_RECIPES[name]
+    fields = {key: value for key, value in (("quality_width", quality_width), ("draws", draws),
+                                            ("harden_rounds", harden_rounds), ("harden_photos", harden_photos))
+              if value is not None}
+    training = recipe.training if epochs is None else replace(recipe.training, epochs=epochs)
+    return replace(recipe, training=training, **fields)
+
+
+@click.command("train-generic")
+@click.argument("references")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weights file to write (.safetensors).")
+@click.option("--recipe", "recipe_name", default="shipped", show_default=True,
+              type=click.Choice(sorted(GENERIC_RECIPES)),
+              help="'shipped' makes weights like the shipped generic ones; 'hardened' the statistics-only branch "
+              "hardened against the retouching optimiser (needs --prior-photos).")
+@click.option("--prior-photos", default=None,
+              help="The quality prior: a folder of photos (or a text file listing them, one a line), each ranked "
+              "above its seeded degraded and over-processed versions. Default: no prior.")
+@click.option("--epochs", default=None, type=click.IntRange(1), help="Epochs of the generic stage (recipe's default).")
+@click.option("--quality-width", default=None, type=click.IntRange(0),
+              help="Channels of the quality branch's thumbnail CNN; 0: image statistics only (recipe's default).")
+@click.option("--draws", default=None, type=click.IntRange(1),
+              help="Seeded versions per prior photo and kind (recipe's default).")
+@click.option("--harden-rounds", default=None, type=click.IntRange(0),
+              help="Rounds of hardening against the retouching optimiser (recipe's default).")
+@click.option("--harden-photos", default=None, type=click.IntRange(1),
+              help="Prior photos whose retouch each hardening round fits (recipe's default).")
+@click.option("--state", default=None, type=click.Path(dir_okay=False),
+              help="Training state file, written after every epoch; the same command run again resumes from it.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@device_option
+@user_errors(ValueError, OSError, BackboneError, RuntimeError)
+def train_generic_cmd(references: str, out: str, recipe_name: str, prior_photos: str | None, epochs: int | None,
+                      quality_width: int | None, draws: int | None, harden_rounds: int | None,
+                      harden_photos: int | None, state: str | None, seed: int, device: str) -> None:
+    """Train generic weights from rated references, with the shipped weights' objective.
+
+    REFERENCES is a reference spec: ratings:RATINGS.csv:IMAGES.csv[:LO-HI], ava:AVA.txt:IMAGE_DIR or
+    csv:FILE.csv. The head learns the references' score histograms (EMD) and, with --prior-photos,
+    a quality prior: each prior photo scores above its under-/over-exposed, colour-cast, hazed and
+    over-processed versions. Features are cached, and with --state the command resumes after an
+    interruption and writes the same weights. The file is a normal weights file: use it with
+    persaes score --profile, persaes personalize --start or load_scorer. Photos that cannot be read
+    are skipped, each named in a warning (the exit status is then 1); an existing --out is replaced.
+
+    \b
+    Example:
+      persaes train-generic ratings:oasis/ratings.csv:oasis/images.csv --prior-photos clean_photos/ \\
+          --out my_generic.safetensors --state train.state.safetensors
+    """
+    logging.getLogger("persaes").setLevel(logging.ERROR)
+    recipe = chosen_recipe(recipe_name, epochs, quality_width, draws, harden_rounds, harden_photos)
+    refs = load_references(references)
+    if not len(refs):
+        first = f"; the first problem: {refs.problems[0]}" if refs.problems else ""
+        raise ValueError(f"{references}: no usable reference{first}")
+    prior = prior_files(prior_photos) if prior_photos is not None else []
+    with Progress() as progress:
+        result = train_generic_weights(refs, out, recipe, prior, seed=seed, state=state, device=device,
+                                       progress=progress.stage, log=lambda line: warn_free(progress, line),
+                                       description=references, recipe_name=recipe_name)
+    for problem in result["problems"]:
+        warn(problem)
+    prior_note = f", {result['prior_photos']} prior photos" if result["prior_photos"] else ""
+    click.echo(printable(f"weights written to {result['out']} ({result['references']} references{prior_note})"))
+    if result["problems"]:
+        many = len(result["problems"]) > 1
+        warn(f"{len(result['problems'])} problem{'s' if many else ''} (listed above) {'were' if many else 'was'} "
+             "skipped")
+    sys.exit(1 if result["problems"] else 0)
+
+
+def warn_free(progress: Progress, line: str) -> None:
+    """A line of the training's log on stderr (not with ``persaes --quiet``), around a live bar."""
+    if progress.quiet:
+        return
+    progress.clear()
+    click.echo(line, err=True)
+    progress.redraw()
