@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -12,7 +11,7 @@ from persaes.cli.common import Progress, device_option, printable, user_errors, 
 
 from persaes.core.backbones import BackboneError
 from persaes.core.generic_weights import train_generic_weights
-from persaes.core.train import GENERIC_RECIPES, GenericRecipe
+from persaes.core.train import GENERIC_RECIPES, generic_recipe
 from persaes.io.images import is_image_name, iter_images
 from persaes.io.references import load_references
 
@@ -41,17 +40,6 @@ def prior_files(source: str) -> list[Path]:
     if not files:
         raise ValueError(f"{path}: no photo found for the quality prior")
     return files
-
-
-def chosen_recipe(name: str, epochs: int | None, quality_width: int | None, draws: int | None,
-                  harden_rounds: int | None, harden_photos: int | None) -> GenericRecipe:
-    """The named recipe with the fields the options set."""
-    recipe = GENERIC_RECIPES[name]
-    fields = {key: value for key, value in (("quality_width", quality_width), ("draws", draws),
-                                            ("harden_rounds", harden_rounds), ("harden_photos", harden_photos))
-              if value is not None}
-    training = recipe.training if epochs is None else replace(recipe.training, epochs=epochs)
-    return replace(recipe, training=training, **fields)
 
 
 @click.command("train-generic")
@@ -97,7 +85,8 @@ def train_generic_cmd(references: str, out: str, recipe_name: str, prior_photos:
           --out my_generic.safetensors --state train.state.safetensors
     """
     logging.getLogger("persaes").setLevel(logging.ERROR)
-    recipe = chosen_recipe(recipe_name, epochs, quality_width, draws, harden_rounds, harden_photos)
+    recipe = generic_recipe(recipe_name, epochs, quality_width=quality_width, draws=draws,
+                            harden_rounds=harden_rounds, harden_photos=harden_photos)
     refs = load_references(references)
     if not len(refs):
         first = f"; the first problem: {refs.problems[0]}" if refs.problems else ""

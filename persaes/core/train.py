@@ -123,6 +123,26 @@ class GenericRecipe:
                  "draws, harden_photos, harden_epochs and harden_repeat must be >= 1")
 
 
+def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -> GenericRecipe:
+    """The named :data:`GENERIC_RECIPES` entry with the fields given (``None``: the recipe's own).
+
+    Args:
+        name: a key of :data:`GENERIC_RECIPES`.
+        epochs: epochs of the generic stage (``training.epochs``).
+        fields: other :class:`GenericRecipe` fields, e.g. ``quality_width``, ``draws``, ``harden_rounds``.
+
+    Example:
+        >>> recipe = generic_recipe("shipped", epochs=2, quality_width=0, draws=None)
+        >>> recipe.training.epochs, recipe.training.pair_weight, recipe.quality_width, recipe.draws
+        (2, 3.0, 0, 2)
+    """
+    if name not in GENERIC_RECIPES:
+        raise ValueError(f"unknown generic recipe {name!r}; known: {', '.join(sorted(GENERIC_RECIPES))}")
+    recipe = GENERIC_RECIPES[name]
+    training = recipe.training if epochs is None else replace(recipe.training, epochs=epochs)
+    return replace(recipe, training=training, **{k: v for k, v in fields.items() if v is not None})
+
+
 GENERIC_RECIPES: dict[str, GenericRecipe] = {
     "shipped": GenericRecipe(GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)),
     "hardened": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0,

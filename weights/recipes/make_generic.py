@@ -45,30 +45,20 @@ import argparse
 import csv
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from persaes.core.generic_weights import VERSIONS, edit_features, make_version, train_generic_weights, version_features
-from persaes.core.train import GENERIC_RECIPES, GenericRecipe
+from persaes.core.train import GENERIC_RECIPES, generic_recipe
 from persaes.eval.protocol import heldout_photos
 from persaes.io.references import read_ratings_csv
 
-__all__ = ["VERSIONS", "chosen_recipe", "edit_features", "main", "make_version", "pixabay_photos", "version_features"]
+__all__ = ["VERSIONS", "edit_features", "main", "make_version", "pixabay_photos", "version_features"]
 
 
 def pixabay_photos(images_csv: Path) -> set[str]:
     """Names of the Pixabay photos of an OASIS-format image table."""
     with open(images_csv, newline="", encoding="utf-8-sig") as handle:
         return {row["image"] for row in csv.DictReader(handle) if row["source"] == "Pixabay"}
-
-
-def chosen_recipe(args: argparse.Namespace) -> GenericRecipe:
-    """The named recipe with the fields the command line sets."""
-    recipe = GENERIC_RECIPES[args.recipe]
-    fields = {name: getattr(args, name) for name in ("quality_width", "draws", "harden_rounds", "harden_photos")
-              if getattr(args, name) is not None}
-    training = recipe.training if args.epochs is None else replace(recipe.training, epochs=args.epochs)
-    return replace(recipe, training=training, **fields)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--harden-rounds", type=int, default=None, help="rounds of hardening against the optimiser")
     ap.add_argument("--harden-photos", type=int, default=None, help="training photos whose edits each round fits")
     args = ap.parse_args(argv)
-    recipe = chosen_recipe(args)
+    recipe = generic_recipe(args.recipe, args.epochs, quality_width=args.quality_width, draws=args.draws,
+                            harden_rounds=args.harden_rounds, harden_photos=args.harden_photos)
     started = time.time()
 
     images_csv = args.data / "images.csv"

@@ -13,6 +13,7 @@ from persaes.core.train import (
     PERSONAL_PRESETS,
     GenericSettings,
     PersonalSettings,
+    generic_recipe,
     train_generic,
     train_personal,
 )
@@ -176,3 +177,11 @@ def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
     assert GENERIC_RECIPES["hardened"].quality_width == 0 and GENERIC_RECIPES["hardened"].harden_rounds == 2
     with pytest.raises(ValueError, match="draws"):
         dataclasses.replace(shipped, draws=0)
+
+
+def test_generic_recipe_overrides_only_the_fields_given() -> None:
+    recipe = generic_recipe("hardened", epochs=4, harden_photos=10, draws=None)
+    assert recipe.training.epochs == 4 and recipe.harden_photos == 10
+    assert recipe.harden_rounds == GENERIC_RECIPES["hardened"].harden_rounds and recipe.quality_width == 0
+    with pytest.raises(ValueError, match="unknown generic recipe 'tiny'"):
+        generic_recipe("tiny")
