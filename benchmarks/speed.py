@@ -15,6 +15,14 @@ Each part runs in its own process so its peak resident memory is its own:
   profile, cold (empty feature cache) and warm; reference: the cold run's backbone pass.
 * ``retouch``: seconds per 12-megapixel photo (4000×3000) per op, applying a fitted edit
   and optimising it (``--steps`` steps); reference: decoding + encoding the photo alone.
+* ``album`` (minutes; only when named in ``--parts``): seconds per photo to retouch a folder of
+  ``--photos`` photos (the first files of ``--folder`` in sorted order, copied to a temp folder)
+  with ``retouch_folder`` as ``persaes retouch`` runs it (``--steps`` steps, the default ops and
+  fidelity, seed 0, scores before and after included): generic (the shipped generic scorer, no
+  base), and with a profile learned from the bundled ``examples/album`` + ``examples/answers.jsonl``
+  (its edit fitted on top of the generic retouch, ``--base generic``, the CLI's default); reference:
+  scoring the same files (``Scorer.score``, generic scorer, batch 32). Models are loaded and one
+  photo retouched (untimed) before the timed runs, as the scoring part warms up its models.
 """
 
 from __future__ import annotations
@@ -172,7 +180,67 @@ def part_retouch(args: argparse.Namespace) -> dict:
     return {"megapixels": 12.0, "steps": args.steps, "decode_encode_s": io_s, "ops": out, "peak_rss_mib": _peak_mib()}
 
 
-PARTS = {"scoring": part_scoring, "personalize": part_personalize, "retouch": part_retouch}
+def part_album(args: argparse.Namespace) -> dict:
+    import shutil
+
+    from persaes.app.retouch_folder import retouch_folder
+    from persaes.core.features import FeatureCache
+    from persaes.core.personalize import personalize
+    from persaes.core.scorer import load_scorer
+    from persaes.io.images import iter_images
+    from retouch.optimize import EditSettings
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    files = sorted(iter_images([args.folder]))[: args.photos]
+    settings = EditSettings(steps=args.steps)  # `persaes retouch`'s defaults but --steps
+    with tempfile.TemporaryDirectory() as tmp:
+        album = Path(tmp) / "album"
+        album.mkdir()
+        for f in files:
+            shutil.copy(f, album / f.name)
+        profile = Path(tmp) / "profile.safetensors"
+        cache = FeatureCache(Path(tmp) / "cache", "efficientnet_lite2", "pretrained")
+        start = time.perf_counter()
+        personalize(examples / "album", examples / "answers.jsonl", profile, device="cpu", cache=cache)
+        profile_s = time.perf_counter() - start
+        # as cli/retouch.py loads them: the profile (or generic) scorer, and for a profile the generic base
+        generic = load_scorer("generic", device="cpu")
+        personal = load_scorer(str(profile), device="cpu")
+        base = load_scorer("generic", device="cpu")
+        copied = [album / f.name for f in files]
+        for f in copied:  # every timed pass finds the files in the OS cache alike
+            f.read_bytes()
+        # warm-up, untimed: one scoring batch and one photo retouched each way
+        generic.score(copied, batch_size=32)
+        warm = Path(tmp) / "warm"
+        warm.mkdir()
+        shutil.copy(copied[0], warm / copied[0].name)
+        retouch_folder(warm, Path(tmp) / "warm_generic", generic, settings=settings, model_name="generic")
+        retouch_folder(warm, Path(tmp) / "warm_profile", personal, settings=settings, model_name=str(profile),
+                       base=base, base_name="generic")
+        start = time.perf_counter()
+        generic.score(copied, batch_size=32)
+        score_s = (time.perf_counter() - start) / len(copied)
+        start = time.perf_counter()
+        done_generic = retouch_folder(album, Path(tmp) / "generic", generic, settings=settings, model_name="generic")
+        generic_s = (time.perf_counter() - start) / len(copied)
+        generic_rss = _peak_mib()
+        start = time.perf_counter()
+        done_profile = retouch_folder(album, Path(tmp) / "profile", personal, settings=settings,
+                                      model_name=str(profile), base=base, base_name="generic")
+        profile_retouch_s = (time.perf_counter() - start) / len(copied)
+    if done_generic.done != len(copied) or done_profile.done != len(copied):
+        raise RuntimeError(f"retouch failures: {done_generic.failed + done_profile.failed}")
+    return {"photos": len(copied), "first": files[0].name if files else None, "steps": args.steps,
+            "profile_from": "examples/album + examples/answers.jsonl", "personalize_s": profile_s,
+            "score_s_per_photo": score_s, "generic_s_per_photo": generic_s, "profile_s_per_photo": profile_retouch_s,
+            "generic_vs_score": generic_s / score_s, "profile_vs_score": profile_retouch_s / score_s,
+            "profile_vs_generic": profile_retouch_s / generic_s, "threads": torch.get_num_threads(),
+            "generic_peak_rss_mib": generic_rss, "peak_rss_mib": _peak_mib()}
+
+
+PARTS = {"scoring": part_scoring, "personalize": part_personalize, "retouch": part_retouch, "album": part_album}
+DEFAULT_PARTS = ("scoring", "personalize", "retouch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,13 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folder", type=Path, required=True, help="a folder of photos")
     ap.add_argument("--images", type=int, default=128, help="photos scored")
     ap.add_argument("--album", type=int, default=100, help="photos in the personalization album")
-    ap.add_argument("--steps", type=int, default=25, help="optimisation steps per photo")
-    ap.add_argument("--parts", default=",".join(PARTS))
+    ap.add_argument("--steps", type=int, default=25, help="optimisation steps per photo (retouch, album)")
+    ap.add_argument("--photos", type=int, default=24, help="photos retouched in the album part")
+    ap.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                    help=f"comma-separated, of {', '.join(PARTS)} [default: %(default)s]; album retouches a folder "
+                         "twice (generic, with a profile) and takes minutes on a CPU, so it runs only when named")
     ap.add_argument("--part", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the scoring part")
     ap.add_argument("--passes", type=int, default=1, help="timed passes over the preloaded batches (scoring)")
     args = ap.parse_args(argv)
+    unknown = set((args.part or args.parts).split(",")) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts: {', '.join(sorted(unknown))} (choose from {', '.join(PARTS)})")
     if args.device != "cpu" and set((args.part or args.parts).split(",")) - {"scoring"}:
         ap.error(f"--device {args.device} applies to the scoring part only: add --parts scoring")
     if args.part:
@@ -198,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.parts.split(","):
         command = [sys.executable, __file__, "--part", name, "--folder", str(args.folder), "--images", str(args.images),
-                   "--album", str(args.album), "--steps", str(args.steps), "--device", args.device,
-                   "--passes", str(args.passes)]
+                   "--album", str(args.album), "--steps", str(args.steps), "--photos", str(args.photos),
+                   "--device", args.device, "--passes", str(args.passes)]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
