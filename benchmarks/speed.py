@@ -31,6 +31,7 @@ import argparse
 import io
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,14 @@ import torch
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def copy_album(files: list[Path], album: Path) -> Path:
+    """Copy ``files`` into a new folder ``album`` (the photos a part works on, apart from the data)."""
+    album.mkdir()
+    for f in files:
+        shutil.copy(f, album / f.name)
+    return album
 
 
 def part_scoring(args: argparse.Namespace) -> dict:
@@ -110,8 +119,6 @@ def part_scoring(args: argparse.Namespace) -> dict:
 
 
 def part_personalize(args: argparse.Namespace) -> dict:
-    import shutil
-
     from persaes.core.features import FeatureCache
     from persaes.core.personalize import personalize
     from persaes.io.images import iter_images
@@ -119,10 +126,7 @@ def part_personalize(args: argparse.Namespace) -> dict:
 
     files = list(iter_images([args.folder]))[: args.album]
     with tempfile.TemporaryDirectory() as tmp:
-        album = Path(tmp) / "album"
-        album.mkdir()
-        for f in files:
-            shutil.copy(f, album / f.name)
+        album = copy_album(files, Path(tmp) / "album")
         prefs = Path(tmp) / "answers.jsonl"
         for a, b in sample_pairs(sorted(f.name for f in files), 100, 0):
             append_answer(prefs, Answer(winner=a, loser=b))
@@ -181,8 +185,6 @@ def part_retouch(args: argparse.Namespace) -> dict:
 
 
 def part_album(args: argparse.Namespace) -> dict:
-    import shutil
-
     from persaes.app.retouch_folder import retouch_folder
     from persaes.core.features import FeatureCache
     from persaes.core.personalize import personalize
@@ -194,10 +196,7 @@ def part_album(args: argparse.Namespace) -> dict:
     files = sorted(iter_images([args.folder]))[: args.photos]
     settings = EditSettings(steps=args.steps)  # `persaes retouch`'s defaults but --steps
     with tempfile.TemporaryDirectory() as tmp:
-        album = Path(tmp) / "album"
-        album.mkdir()
-        for f in files:
-            shutil.copy(f, album / f.name)
+        album = copy_album(files, Path(tmp) / "album")
         profile = Path(tmp) / "profile.safetensors"
         cache = FeatureCache(Path(tmp) / "cache", "efficientnet_lite2", "pretrained")
         start = time.perf_counter()
