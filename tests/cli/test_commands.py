@@ -6,35 +6,23 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from persaes.cli.main import main
+from cli_testing import chained_album, one_line_error, run
 
-COMMANDS = [["score"], ["personalize"], ["retouch"], ["train-retoucher"], ["compare"], ["demo"], ["prefs", "collect"]]
-
-
-def _run(*args: str):
-    return CliRunner().invoke(main, list(args))
+COMMANDS = [["score"], ["personalize"], ["retouch"], ["train-retoucher"], ["compare"], ["demo"], ["prefs", "collect"],
+            ["train-generic"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
-    result = _run(*command, "--help")
+    result = run(*command, "--help")
     assert result.exit_code == 0 and "Example" in result.output and "persaes " in result.output
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr
 
 
 def test_missing_album(tmp_path: Path) -> None:
     prefs = tmp_path / "p.jsonl"
     prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
     out = str(tmp_path / "o.safetensors")
-    _one_line_error(_run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", out),
+    one_line_error(run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", out),
                     "nope", "not found")
 
 
@@ -43,7 +31,7 @@ def test_empty_album(tmp_path: Path) -> None:
     prefs = tmp_path / "p.jsonl"
     prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
     out = str(tmp_path / "o.safetensors")
-    _one_line_error(_run("personalize", str(tmp_path / "empty"), "--prefs", str(prefs), "--out", out),
+    one_line_error(run("personalize", str(tmp_path / "empty"), "--prefs", str(prefs), "--out", out),
                     "at least two photos")
 
 
@@ -53,11 +41,11 @@ def test_unreadable_preference_file(photos: list[Path], tmp_path: Path) -> None:
     for p in photos:
         shutil.copy(p, album / p.name)
     out = str(tmp_path / "o.safetensors")
-    _one_line_error(_run("personalize", str(album), "--prefs", str(tmp_path / "missing.jsonl"), "--out", out),
+    one_line_error(run("personalize", str(album), "--prefs", str(tmp_path / "missing.jsonl"), "--out", out),
                     "missing.jsonl")
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_bytes(b"\x00\xff{{{ not json\n")
-    result = _run("personalize", str(album), "--prefs", str(garbage), "--out", str(tmp_path / "o.safetensors"))
+    result = run("personalize", str(album), "--prefs", str(garbage), "--out", str(tmp_path / "o.safetensors"))
     assert result.exit_code != 0 and "no usable answer" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "o.safetensors").exists()
 
@@ -65,19 +53,13 @@ def test_unreadable_preference_file(photos: list[Path], tmp_path: Path) -> None:
 def test_personalize_trains_exactly_the_iterations_asked_for(photos: list[Path], tmp_path: Path) -> None:
     from persaes.core.scorer import load_scorer
 
-    album = tmp_path / "album"
-    album.mkdir()
-    for p in photos:
-        shutil.copy(p, album / p.name)
-    names = [p.name for p in photos]
-    prefs = tmp_path / "answers.jsonl"
-    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n' for w, lo in zip(names, names[1:])))
+    album, prefs = chained_album(photos, tmp_path)
     counts = {}
     runs = (("default", []), ("asked", ["--iterations", "30"]), ("paper", ["--personal", "paper"]),
             ("paper, asked", ["--personal", "paper", "--iterations", "1"]))
     for label, extra in runs:
         out = tmp_path / f"{label}.safetensors"
-        result = _run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu", *extra)
+        result = run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu", *extra)
         assert result.exit_code == 0, result.output
         counts[label] = load_scorer(out, device="cpu").metadata["training"]["personal_iterations_trained"]
     # the default fits the taste part only; 'paper' fine-tunes the head, 3 answers and 2 inferred pairs for
@@ -90,7 +72,7 @@ def test_retouch_refuses_out_equal_to_in(photos: list[Path], tmp_path: Path) -> 
     album.mkdir()
     shutil.copy(photos[0], album / photos[0].name)
     before = (album / photos[0].name).read_bytes()
-    _one_line_error(_run("retouch", str(album), str(album), "--device", "cpu"), "OUT is the input folder")
+    one_line_error(run("retouch", str(album), str(album), "--device", "cpu"), "OUT is the input folder")
     assert (album / photos[0].name).read_bytes() == before and sorted(album.iterdir()) == [album / photos[0].name]
 
 
@@ -104,12 +86,12 @@ def test_retouch_fidelity_holds_edits_back(photos: list[Path], tmp_path: Path) -
     change = {}
     for fidelity in ("0", "1000"):
         out = tmp_path / f"out{fidelity}"
-        result = _run("retouch", str(album), str(out), "--steps", "5", "--fidelity", fidelity, "--device", "cpu")
+        result = run("retouch", str(album), str(out), "--steps", "5", "--fidelity", fidelity, "--device", "cpu")
         assert result.exit_code == 0, result.output
         change[fidelity] = float((load_image(out / photos[0].name) - original).abs().mean())
     # held at 1000 the edit stays the identity (only re-encoding noise); free, the loss moves the photo
     assert change["1000"] < 0.01 < change["0"]
-    assert _run("retouch", str(album), str(tmp_path / "neg"), "--fidelity", "-1").exit_code == 2
+    assert run("retouch", str(album), str(tmp_path / "neg"), "--fidelity", "-1").exit_code == 2
 
 
 
@@ -134,12 +116,12 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
     for name, extra in (("stacked", []), ("alone", ["--base", "none"]), ("generic", ["--profile", "generic"])):
         out = tmp_path / name
         args = ["--profile", profile, *extra] if name != "generic" else extra
-        result = _run("retouch", str(album), str(out), "--steps", "3", "--device", "cpu", *args)
+        result = run("retouch", str(album), str(out), "--steps", "3", "--device", "cpu", *args)
         assert result.exit_code == 0, result.output
         outputs[name] = (out / photos[0].name).read_bytes()
     # the same model alone (--base none) or as plain --profile generic: one fit; stacked: a second fit on top
     assert outputs["alone"] == outputs["generic"] != outputs["stacked"]
-    refused = _run("retouch", str(album), str(tmp_path / "net"), "--model", str(tmp_path / "m.safetensors"),
+    refused = run("retouch", str(album), str(tmp_path / "net"), "--model", str(tmp_path / "m.safetensors"),
                    "--base", "none")
     assert refused.exit_code == 2 and "--base is for fitted edits" in refused.output
 
@@ -154,13 +136,13 @@ def test_compare_retouches_the_generic_column_further_for_the_personal_one(photo
     _darkened(photos[:1], album)  # a photo the model wants to change (a natural one it keeps as it is)
     profile = str(resolve_weights("generic"))
     common = ["--steps", "3", "--ops", "exposure,color", "--device", "cpu"]
-    result = _run("compare", str(album), "--profile", profile, "--out", str(tmp_path / "report"), *common)
+    result = run("compare", str(album), "--profile", profile, "--out", str(tmp_path / "report"), *common)
     assert result.exit_code == 0, result.output
     report = tmp_path / "report"
     # the generic edit is fitted once: the personal column is `retouch` of the generic column's files
     # with the profile alone, held with its share of the fidelity weight
     fidelity = str(EditSettings.fidelity * TASTE_FIDELITY_SHARE)
-    again = _run("retouch", str(report / "generic"), str(tmp_path / "again"), "--profile", profile, "--base", "none",
+    again = run("retouch", str(report / "generic"), str(tmp_path / "again"), "--profile", profile, "--base", "none",
                  "--fidelity", fidelity, *common)
     assert again.exit_code == 0, again.output
     personal = (report / "personal" / photos[0].name).read_bytes()
@@ -180,7 +162,7 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
     _darkened(photos, album)  # under-exposed, so the fitted retouch is a real edit for the network to learn
     fast = ("--ops", "exposure,color", "--steps", "10", "--device", "cpu")
     fitted = tmp_path / "fitted"
-    assert _run("retouch", str(album), str(fitted), *fast).exit_code == 0
+    assert run("retouch", str(album), str(fitted), *fast).exit_code == 0
     training = tmp_path / "training"
     shutil.copytree(album, training)
     (training / "_variants").mkdir()
@@ -193,7 +175,7 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
 
     for fidelity in ("2", "1000"):
         model = tmp_path / f"net{fidelity}.safetensors"
-        result = _run("train-retoucher", str(training), "--out", str(model), "--epochs", "100", "--batch-size", "2",
+        result = run("train-retoucher", str(training), "--out", str(model), "--epochs", "100", "--batch-size", "2",
                       "--size", "128", "--fidelity", fidelity, *fast)
         assert result.exit_code == 0, result.output
         assert [line for line in result.stderr.splitlines() if "broken.jpg" in line]  # named, and skipped
@@ -202,7 +184,7 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
         assert meta["edit_settings"]["fidelity"] == float(fidelity) and meta["ops"] == ["exposure", "color"]
         assert meta["trained_on"].startswith(f"{len(photos)} photos") and meta["base"] == "none"
         out = tmp_path / f"out{fidelity}"
-        result = _run("retouch", str(album), str(out), "--model", str(model), "--device", "cpu")
+        result = run("retouch", str(album), str(out), "--model", str(model), "--device", "cpu")
         assert result.exit_code == 0, result.output
         assert (out / "scores.csv").read_text().count("\n") == len(photos) + 1
         if fidelity == "1000":
@@ -216,7 +198,7 @@ def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_pat
 
 
 def test_unknown_ops_are_a_usage_error(photos: list[Path], tmp_path: Path) -> None:
-    result = _run("retouch", str(photos[0].parent), str(tmp_path / "out"), "--ops", "exposure,sharpen")
+    result = run("retouch", str(photos[0].parent), str(tmp_path / "out"), "--ops", "exposure,sharpen")
     assert result.exit_code == 2 and "sharpen" in result.stderr
 
 
@@ -239,21 +221,21 @@ def test_retouch_rerun_with_other_settings_stops_until_redo(photos: list[Path], 
     Image.open(photos[0]).resize((96, 72)).save(album / "a.jpg", quality=95)
     originals = (album / "a.jpg").read_bytes()
     fast = ["--device", "cpu", "--ops", "exposure"]
-    first = _run("retouch", str(album), str(out), "--profile", str(profile), "--steps", "1", *fast)
+    first = run("retouch", str(album), str(out), "--profile", str(profile), "--steps", "1", *fast)
     assert first.exit_code == 0, first.output
     written = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
 
-    other = _run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", *fast)
-    _one_line_error(other, str(out), "1 photo there was made with other settings", f"model {profile} -> generic",
+    other = run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", *fast)
+    one_line_error(other, str(out), "1 photo there was made with other settings", f"model {profile} -> generic",
                     "steps 1 -> 0", "pass --redo")
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == written  # nothing written
 
-    redone = _run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", "--redo", *fast)
+    redone = run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", "--redo", *fast)
     assert redone.exit_code == 0 and "1 photos retouched" in redone.stdout, redone.output
     (row,) = csv.DictReader(open(out / "scores.csv", encoding="utf-8"))
     assert row["model"] == "generic" and json.loads(row["settings"])["steps"] == 0
     assert (out / "a.jpg").read_bytes() != written["a.jpg"][0] and (album / "a.jpg").read_bytes() == originals
-    again = _run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", *fast)
+    again = run("retouch", str(album), str(out), "--profile", "generic", "--steps", "0", *fast)
     assert again.exit_code == 0 and "0 photos retouched" in again.stdout and "1 already done" in again.stdout
 
 
@@ -268,7 +250,7 @@ class _Links(HTMLParser):
 
 def test_demo_on_a_reduced_album_writes_a_self_contained_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = _run("demo", "--out", str(out), "--photos", "2", "--steps", "1", "--device", "cpu")
+    result = run("demo", "--out", str(out), "--photos", "2", "--steps", "1", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert (out / "profile.safetensors").is_file() and (out / "report" / "contact_sheet.png").is_file()
     page = (out / "report" / "index.html").read_text()
@@ -293,15 +275,7 @@ PROGRESS_LINE = re.compile(r"(?P<run>[a-z ]+): (?P<done>\d+)/(?P<total>\d+)( [a-
 @pytest.fixture(scope="module")
 def small_album(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Three fixture photos and answers that rank them."""
-    root = tmp_path_factory.mktemp("small")
-    album = root / "album"
-    album.mkdir()
-    for p in photos[:3]:
-        shutil.copy(p, album / p.name)
-    names = [p.name for p in photos[:3]]
-    prefs = root / "answers.jsonl"
-    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n' for w, lo in zip(names, names[1:])))
-    return album, prefs
+    return chained_album(photos[:3], tmp_path_factory.mktemp("small"))
 
 
 def _long_command(name: str, album: Path, prefs: Path, out: Path) -> list[str]:
@@ -332,37 +306,37 @@ def _long_command(name: str, album: Path, prefs: Path, out: Path) -> list[str]:
 def test_long_commands_show_plain_progress_lines_or_none_when_quiet(small_album: tuple[Path, Path], tmp_path: Path,
                                                                     name: str, runs: list[str]) -> None:
     album, prefs = small_album
-    result = _run(*_long_command(name, album, prefs, tmp_path / "shown"))
+    result = run(*_long_command(name, album, prefs, tmp_path / "shown"))
     assert result.exit_code == 0, result.output
     # off a terminal (a log, CliRunner): one plain line per step, counts and elapsed time, no carriage return
     assert "\r" not in result.stderr
     lines = result.stderr.splitlines()
     assert all(PROGRESS_LINE.fullmatch(line) for line in lines), lines
     ends = [line.split(" (")[0] for line in lines if (m := PROGRESS_LINE.fullmatch(line)) and m["done"] == m["total"]]
-    assert len(ends) == len(runs) and all(end.startswith(run) for end, run in zip(ends, runs)), ends
+    assert len(ends) == len(runs) and all(end.startswith(expected) for end, expected in zip(ends, runs)), ends
     counts = [(m["run"], int(m["done"])) for m in map(PROGRESS_LINE.fullmatch, lines)]
     starts = [i for i, (_, done) in enumerate(counts) if done == 0]
     for start, stop in zip(starts, [*starts[1:], len(counts)]):
-        run = counts[start:stop]  # from 0 up to its total, one line per step (per batch of features)
-        assert len({label for label, _ in run}) == 1 and [d for _, d in run] == sorted({d for _, d in run}), run
-    quiet = _run("--quiet", *_long_command(name, album, prefs, tmp_path / "quiet"))
+        steps = counts[start:stop]  # from 0 up to its total, one line per step (per batch of features)
+        assert len({label for label, _ in steps}) == 1 and [d for _, d in steps] == sorted({d for _, d in steps}), steps
+    quiet = run("--quiet", *_long_command(name, album, prefs, tmp_path / "quiet"))
     assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
     assert len(quiet.stdout.splitlines()) == len(result.stdout.splitlines())
 
 
 def test_errors_and_warnings_share_click_s_style(photos: list[Path], tmp_path: Path) -> None:
-    usage = _run("retouch", str(tmp_path), str(tmp_path / "out"), "--ops", "exposure,sharpen")
+    usage = run("retouch", str(tmp_path), str(tmp_path / "out"), "--ops", "exposure,sharpen")
     (reason,) = [line for line in usage.stderr.splitlines() if "sharpen" in line]  # after click's usage lines
     assert usage.exit_code == 2 and reason.startswith("Error: ") and "--ops" in reason
     prefs = tmp_path / "p.jsonl"
     prefs.write_text('{"winner": "a.jpg", "loser": "b.jpg"}\n')
-    missing = _run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", str(tmp_path / "o"))
+    missing = run("personalize", str(tmp_path / "nope"), "--prefs", str(prefs), "--out", str(tmp_path / "o"))
     assert missing.exit_code == 1 and missing.stderr == f"Error: {tmp_path / 'nope'}: album folder not found\n"
     album = tmp_path / "album"
     album.mkdir()
     shutil.copy(photos[0], album / photos[0].name)
     (album / "broken.jpg").write_bytes(b"not a photo")
-    skipped = _run("score", str(album), "--device", "cpu")
+    skipped = run("score", str(album), "--device", "cpu")
     assert skipped.exit_code == 1
     assert [line.split(": ")[0:2] for line in skipped.stderr.splitlines() if not PROGRESS_LINE.fullmatch(line)] == [
         ["Warning", str(album / "broken.jpg")], ["Warning", "1 of 2 files could not be scored"]]
@@ -385,7 +359,7 @@ def test_personalize_names_unreadable_album_photos_and_does_not_count_them(photo
     prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n'
                              for w, lo in [*zip(names, names[1:]), (truncated.name, names[0])]))
     out = tmp_path / "me.safetensors"
-    result = _run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu")
+    result = run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--device", "cpu")
     # as its help says: skipped, each named in a one-line warning, the profile written, exit status 1
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and out.is_file()

@@ -6,24 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from persaes.cli.main import main
+from cli_testing import chained_album, one_line_error, run
 
 from persaes.core.scorer import load_scorer
 from persaes.io.safetensors_file import read_safetensors
 
 FAST = ["--epochs", "2", "--quality-width", "0", "--draws", "1", "--device", "cpu"]
-
-
-def _run(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and all(n in lines[0] for n in needles), result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +31,14 @@ def data(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="module")
 def trained(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("generic") / "mine.safetensors"
-    result = _run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(data["prior"]), *FAST)
+    result = run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(data["prior"]), *FAST)
     assert result.exit_code == 0, result.output
     assert f"weights written to {out} (4 references, 2 prior photos)" in result.stdout
     return out
 
 
 def test_help_has_an_example() -> None:
-    result = _run("train-generic", "--help")
+    result = run("train-generic", "--help")
     assert result.exit_code == 0 and "Example" in result.output and "persaes train-generic" in result.output
 
 
@@ -61,22 +49,16 @@ def test_the_weights_load_and_score(trained: Path, photos: list[Path]) -> None:
     meta = scorer.metadata
     assert meta["kind"] == "generic" and meta["recipe"] == "shipped" and meta["prior_photos"] == 2
     assert meta["training"]["epochs"] == 2 and meta["recipe_settings"]["quality_width"] == 0
-    result = _run("score", *map(str, photos), "--profile", str(trained), "--json", "--device", "cpu")
+    result = run("score", *map(str, photos), "--profile", str(trained), "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
     assert [round(r["score"], 2) for r in listed] == [round(float(s), 2) for s in scores]
 
 
 def test_personalize_starts_from_the_weights(trained: Path, photos: list[Path], tmp_path: Path) -> None:
-    album = tmp_path / "album"
-    album.mkdir()
-    for p in photos:
-        shutil.copy(p, album / p.name)
-    names = [p.name for p in photos]
-    prefs = tmp_path / "answers.jsonl"
-    prefs.write_text("".join(f'{{"winner": "{w}", "loser": "{lo}"}}\n' for w, lo in zip(names, names[1:])))
+    album, prefs = chained_album(photos, tmp_path)
     out = tmp_path / "me.safetensors"
-    result = _run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--start", str(trained),
+    result = run("personalize", str(album), "--prefs", str(prefs), "--out", str(out), "--start", str(trained),
                   "--device", "cpu")
     assert result.exit_code == 0, result.output
     meta = load_scorer(out, device="cpu").metadata
@@ -89,7 +71,7 @@ def test_the_command_is_deterministic_and_the_prior_may_be_a_list(trained: Path,
     listing = tmp_path / "prior.txt"
     listing.write_text("# the prior\n" + "".join(f"{p}\n" for p in sorted(data["prior"].glob("*.jpg"))))
     out = tmp_path / "again.safetensors"
-    result = _run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(listing), *FAST)
+    result = run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(listing), *FAST)
     assert result.exit_code == 0, result.output
     first, second = read_safetensors(trained)[0], read_safetensors(out)[0]
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -97,18 +79,18 @@ def test_the_command_is_deterministic_and_the_prior_may_be_a_list(trained: Path,
 
 def test_bad_references_are_one_line_errors(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "o.safetensors"
-    _one_line_error(_run("train-generic", "nope:x", "--out", str(out)), "reference spec 'nope:x'")
+    one_line_error(run("train-generic", "nope:x", "--out", str(out)), "reference spec 'nope:x'")
     missing = tmp_path / "missing.csv"
-    _one_line_error(_run("train-generic", f"csv:{missing}", "--out", str(out)), str(missing), "not found")
+    one_line_error(run("train-generic", f"csv:{missing}", "--out", str(out)), str(missing), "not found")
     bad = tmp_path / "bad.csv"
     bad.write_text("name,rating\nx.jpg,3\n")
-    _one_line_error(_run("train-generic", f"csv:{bad}", "--out", str(out)), str(bad), "header")
+    one_line_error(run("train-generic", f"csv:{bad}", "--out", str(out)), str(bad), "header")
     empty = tmp_path / "gone.csv"
     empty.write_text(f"file,score\n{tmp_path / 'gone.jpg'},5\n")
-    _one_line_error(_run("train-generic", f"csv:{empty}", "--out", str(out)), "no usable reference")
-    _one_line_error(_run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(tmp_path / "no")),
+    one_line_error(run("train-generic", f"csv:{empty}", "--out", str(out)), "no usable reference")
+    one_line_error(run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(tmp_path / "no")),
                     str(tmp_path / "no"))
-    _one_line_error(_run("train-generic", data["spec"], "--out", str(out), "--recipe", "hardened"), "prior photos")
+    one_line_error(run("train-generic", data["spec"], "--out", str(out), "--recipe", "hardened"), "prior photos")
     assert not out.exists()
 
 
@@ -133,10 +115,10 @@ def test_state_resumes_an_interrupted_run_to_the_same_weights(trained: Path, dat
     command = ["train-generic", data["spec"], "--out", str(out), "--prior-photos", str(data["prior"]),
                "--state", str(state), *FAST]
     monkeypatch.setattr(generic, "train_generic_weights", interrupted)
-    assert isinstance(_run(*command).exception, Interrupted)
+    assert isinstance(run(*command).exception, Interrupted)
     assert state.is_file() and not out.exists()
     monkeypatch.undo()
-    result = _run(*command)
+    result = run(*command)
     assert result.exit_code == 0, result.output
     first, resumed = read_safetensors(trained)[0], read_safetensors(out)[0]
     assert all(torch.equal(first[k], resumed[k]) for k in first)
