@@ -63,17 +63,19 @@ def fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def warn(message: str) -> None:
-    """A one-line problem on stderr, ``Warning: <message>``; the work carries on.
-
-    A live progress bar is taken off its line for the warning and drawn again below it.
-    """
+def echo(text: str, err: bool = False) -> None:
+    """Print a line; a live progress bar is taken off its line for it and drawn again below it."""
     live = Progress.live
     if live is not None:
         live.clear()
-    click.echo(f"Warning: {message}", err=True)
+    click.echo(text, err=err)
     if live is not None:
         live.redraw()
+
+
+def warn(message: str) -> None:
+    """A one-line problem on stderr, ``Warning: <message>``; the work carries on (see :func:`echo`)."""
+    echo(f"Warning: {message}", err=True)
 
 
 def printable(text: str) -> str:

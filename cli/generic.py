@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import click
-from persaes.cli.common import Progress, device_option, printable, user_errors, warn
+from persaes.cli.common import Progress, device_option, echo, is_quiet, printable, user_errors, warn
 
 from persaes.core.backbones import BackboneError
 from persaes.core.generic_weights import train_generic_weights
@@ -94,7 +94,7 @@ def train_generic_cmd(references: str, out: str, recipe_name: str, prior_photos:
     prior = prior_files(prior_photos) if prior_photos is not None else []
     with Progress() as progress:
         result = train_generic_weights(refs, out, recipe, prior, seed=seed, state=state, device=device,
-                                       progress=progress.stage, log=lambda line: warn_free(progress, line),
+                                       progress=progress.stage, log=log_line,
                                        description=references, recipe_name=recipe_name)
     for problem in result["problems"]:
         warn(problem)
@@ -107,10 +107,7 @@ def train_generic_cmd(references: str, out: str, recipe_name: str, prior_photos:
     sys.exit(1 if result["problems"] else 0)
 
 
-def warn_free(progress: Progress, line: str) -> None:
-    """A line of the training's log on stderr (not with ``persaes --quiet``), around a live bar."""
-    if progress.quiet:
-        return
-    progress.clear()
-    click.echo(line, err=True)
-    progress.redraw()
+def log_line(line: str) -> None:
+    """A line of the training's log on stderr, not with ``persaes --quiet`` (see :func:`echo`)."""
+    if not is_quiet():
+        echo(line, err=True)

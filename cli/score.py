@@ -6,7 +6,7 @@ import json
 import sys
 
 import click
-from persaes.cli.common import Progress, device_option, printable, user_errors, warn
+from persaes.cli.common import Progress, device_option, echo, printable, user_errors, warn
 
 from persaes.core.backbones import BackboneError
 from persaes.core.scorer import format_score, load_scorer
@@ -41,9 +41,7 @@ def score(paths: tuple[str, ...], profile: str, as_json: bool, batch_size: int, 
                 continue
             results.append({"path": str(path), "score": float(format_score(value))})
             if not as_json:
-                progress.clear()  # on a terminal: the score's line where the bar was, the bar below it
-                click.echo(printable(f"{format_score(value)}\t{path}"))
-                progress.redraw()
+                echo(printable(f"{format_score(value)}\t{path}"))
     if as_json:
         text = json.dumps(results, indent=1, ensure_ascii=False)
         click.echo(text if printable(text) == text else json.dumps(results, indent=1))  # JSON's own escapes
