@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +55,9 @@ class EditSettings:
         neutral_guard: weight of the cast on the input's near-neutral pixels
             (:func:`~retouch.metrics.neutral_cast`, chroma beyond 5): at 0.2, a cast of chroma 10 on
             whites and greys costs as much as a score point.
+        patience: a photo's fit stops once its objective has not improved by ``min_improvement`` for this
+            many steps; 0 runs every step.
+        min_improvement: the least fall of the objective that counts as an improvement for ``patience``.
     """
 
     steps: int = 25
@@ -64,15 +67,19 @@ class EditSettings:
     work_size: int = 256
     clip_guard: float = 100.0
     neutral_guard: float = 0.2
+    patience: int = 0
+    min_improvement: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 0 and isinstance(self.work_size, int)
                 and self.work_size >= 16):
             raise ValueError(f"steps must be a whole number >= 0 and work_size one >= 16, got {self.steps!r}, "
                              f"{self.work_size!r}")
+        if not (isinstance(self.patience, int) and self.patience >= 0):
+            raise ValueError(f"patience must be a whole number >= 0, got {self.patience!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard"):
+        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard", "min_improvement"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -81,18 +88,46 @@ class EditSettings:
         return asdict(self)
 
 
-def edit_objective(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer: Tensor,
-                   settings: EditSettings) -> Tensor:
-    """Return the scalar objective an edit is fitted to minimise: the loss, the regularisers and the guards.
+def edit_objectives(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizers: Tensor,
+                    settings: EditSettings) -> Tensor:
+    """Return each photo's objective, which its edit is fitted to minimise: loss, regularisers and guards.
 
-    The objective is ``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the
-    guards: ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)`` (means over
-    the batch). The guards hold however much the loss gains: no taste licenses clipping or casts.
+    A photo's objective is ``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the
+    guards: ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)``. The guards hold
+    however much the loss gains: no taste licenses clipping or casts.
+
+    Args:
+        loss_fn: images → one loss per photo (B), or a scalar when B is 1.
+        edited: the edited photos, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        source: the photos before the edit, same shape.
+        regularizers: each photo's edit regulariser, :math:`(B,)`.
+        settings: the weights of the terms.
+
+    Returns:
+        :math:`(B,)` objectives.
+
+    Raises:
+        ValueError: ``loss_fn`` gives one value for a batch of several photos.
     """
-    guards = (settings.clip_guard * new_clipping(edited, source).mean()
-              + settings.neutral_guard * neutral_cast(edited, source).mean())
-    return (loss_fn(edited) + settings.fidelity * (edited - source).abs().mean()
-            + settings.regularization * regularizer + guards)
+    losses = loss_fn(edited).reshape(-1)
+    if len(losses) != len(edited):
+        raise ValueError(f"the loss gives {len(losses)} value(s) for {len(edited)} photos; fitting several photos "
+                         "at once needs one loss per photo (e.g. AestheticLoss(reduction='none'))")
+    guards = settings.clip_guard * new_clipping(edited, source) + settings.neutral_guard * neutral_cast(edited, source)
+    fidelity = (edited - source).abs().mean(dim=(1, 2, 3))
+    return losses + settings.fidelity * fidelity + settings.regularization * regularizers + guards
+
+
+def row_regularizations(retoucher: Retoucher, params: Mapping[str, Tensor] | None = None) -> Tensor:
+    """Return the regulariser of each row of a chain's raw parameters, :math:`(B,)` for parameters of B rows."""
+    params = dict(retoucher.named_parameters()) if params is None else params
+    rows = len(next(iter(params.values())))
+    return torch.stack([retoucher.regularization({key: value[row:row + 1] for key, value in params.items()})
+                        for row in range(rows)])
+
+
+def _objective_values(value: Tensor | float) -> Tensor:
+    return torch.as_tensor(value).detach().reshape(-1)
 
 
 @torch.no_grad()
@@ -103,31 +138,131 @@ def coarse_start(retoucher: Retoucher, objective: Callable[[], Tensor]) -> None:
     further out (a hazy photo scores little better at dehaze strength 0.3 but much better at
     0.9, while the regularisers pull toward 0). So before the steps, each op's
     ``starts()`` (e.g. dehaze strengths −0.3…0.9) are tried in the chain's order, and the
-    one with the lowest ``objective()`` is kept if it beats the current parameters.
+    one with the lowest ``objective()`` is kept if it beats the current parameters. A chain whose
+    parameters have B rows (one per photo, see :func:`optimize_edits`) chooses each row's start by its
+    own objective.
 
     Args:
         retoucher: the chain, changed in place.
-        objective: evaluates the fitting objective for the chain's current parameters.
+        objective: evaluates the fitting objective for the chain's current parameters: a scalar, or one
+            value per row of the parameters.
     """
     for name in retoucher.ops:
         op = getattr(retoucher, name)
-        best, best_value = None, float(objective())
+        current = {key: value.detach().clone() for key, value in op.named_parameters()}
+        best = {key: value.clone() for key, value in current.items()}
+        best_value = _objective_values(objective())
         for start in op.starts():
-            saved = {key: getattr(op, key).detach().clone() for key in start}
             for key, value in start.items():
-                getattr(op, key).copy_(value)
-            value = float(objective())
-            if value < best_value:
-                best, best_value = start, value
-            for key, value in saved.items():
-                getattr(op, key).copy_(value)
-        for key, value in (best or {}).items():
+                getattr(op, key).copy_(value.expand_as(current[key]))
+            value = _objective_values(objective())
+            better = value < best_value
+            best_value = torch.where(better, value, best_value)
+            for key in start:
+                best[key][better] = getattr(op, key)[better]
+            for key in start:
+                getattr(op, key).copy_(current[key])
+        for key, value in best.items():
             getattr(op, key).copy_(value)
+
+
+def _widen(retoucher: Retoucher, rows: int) -> Retoucher:
+    """Give every parameter of ``retoucher`` ``rows`` rows (copies of its one row), in place."""
+    for name in retoucher.ops:
+        op = getattr(retoucher, name)
+        for key, value in list(op.named_parameters()):
+            setattr(op, key, torch.nn.Parameter(value.detach().repeat(rows, *[1] * (value.dim() - 1))))
+    return retoucher
+
+
+def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: EditSettings) -> list[Retoucher]:
+    """Fit the edits of B photos of one size (``small``, :math:`(B, 3, h, w)`) together; one chain per photo."""
+    retoucher = _widen(Retoucher(ops).to(small.device), len(small))
+    if settings.steps > 0:
+        coarse_start(retoucher, lambda: edit_objectives(loss_fn, retoucher(small), small,
+                                                        row_regularizations(retoucher), settings))
+    optimizer = torch.optim.Adam(retoucher.parameters(), lr=settings.lr)
+    best_values = torch.full((len(small),), float("inf"))
+    best_state = retoucher.state()
+    stale = torch.zeros(len(small), dtype=torch.long)  # steps since each photo last improved by min_improvement
+    active = torch.arange(len(small))
+    for step in range(settings.steps + 1):
+        params = {key: value[active] for key, value in retoucher.named_parameters()}
+        values = edit_objectives(loss_fn, retoucher.render(small[active], params), small[active],
+                                 row_regularizations(retoucher, params), settings)
+        found = values.detach().cpu()
+        better = found < best_values[active]
+        progress = found < best_values[active] - settings.min_improvement
+        for key, value in params.items():
+            best_state[key][active[better]] = value.detach().cpu()[better]
+        best_values[active] = torch.where(better, found, best_values[active])
+        stale[active] = torch.where(progress, 0, stale[active] + 1)
+        keep = stale[active] < settings.patience if settings.patience else torch.ones_like(better)
+        if step == settings.steps or not keep.any():
+            break
+        optimizer.zero_grad()
+        values[keep].sum().backward()
+        optimizer.step()
+        active = active[keep]
+    return [Retoucher.from_state({key: value[row:row + 1] for key, value in best_state.items()}).to(small.device).eval()
+            for row in range(len(small))]
+
+
+def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str] = OPS,
+                   settings: EditSettings | None = None, seed: int = 0, batch_size: int = 8) -> list[Retoucher]:
+    """Fit the edit parameters of several photos, those of one working size together in batches.
+
+    Each photo's edit is what :func:`optimize_edit` fits for it alone (the photos of a batch share the
+    scorer's passes, not their parameters or objectives): started from :func:`coarse_start`, then Adam
+    steps on the sum of the photos' objectives (:func:`edit_objectives`), each photo's step of lowest
+    objective kept. With ``settings.patience``, a photo leaves its batch once its objective has not
+    improved by ``settings.min_improvement`` for that many steps.
+
+    Args:
+        images: photos, each :math:`(1, 3, H, W)` in :math:`[0, 1]`, of any sizes (small copies are fitted).
+        loss_fn: images → one loss per photo (e.g. ``AestheticLoss(reduction="none")``); a loss giving a
+            scalar fits one photo at a time.
+        ops: ops to use (see :data:`retouch.OPS`).
+        settings: steps, learning rate, early stopping and regulariser weights.
+        seed: fixes any randomness (deterministic on the CPU).
+        batch_size: most photos fitted together.
+
+    Returns:
+        One fitted :class:`Retoucher` per photo, in order (on its device). Apply it to the full photo with
+        ``retouch_full``.
+
+    Example:
+        >>> photos = [0.3 * torch.rand(1, 3, 24, 32), 0.5 * torch.rand(1, 3, 32, 24)]
+        >>> too_dark = lambda images: 10 * (0.6 - images.mean(dim=(1, 2, 3))).abs()   # one value per photo
+        >>> fitted = optimize_edits(photos, too_dark, ("exposure",), EditSettings(steps=10, work_size=32))
+        >>> [bool(r.retouch_full(p).mean() > p.mean()) for r, p in zip(fitted, photos)]
+        [True, True]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    settings = settings or EditSettings()
+    for image in images:
+        check_image(image)
+        if image.shape[0] != 1:
+            raise ValueError(f"each photo is one image (1×3×H×W), got a batch of {image.shape[0]}")
+    torch.manual_seed(seed)
+    smalls = [resize_to_fit(image, settings.work_size).detach() for image in images]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, small in enumerate(smalls):
+        by_shape.setdefault(tuple(small.shape), []).append(index)
+    fitted: list[Retoucher | None] = [None] * len(images)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            for index, retoucher in zip(chunk, _fit_batch(torch.cat([smalls[i] for i in chunk]), loss_fn, ops,
+                                                          settings)):
+                fitted[index] = retoucher
+    return [retoucher for retoucher in fitted if retoucher is not None]
 
 
 def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = OPS,
                   settings: EditSettings | None = None, seed: int = 0) -> Retoucher:
-    """Fit one photo's edit parameters against ``loss_fn``.
+    """Fit one photo's edit parameters against ``loss_fn`` (:func:`optimize_edits` for one photo).
 
     Args:
         image: 1×3×H×W in ``[0, 1]`` (any size; a small copy is used for fitting).
@@ -144,25 +279,7 @@ def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = OPS,
     check_image(image)
     if image.shape[0] != 1:
         raise ValueError(f"optimize_edit fits one photo at a time, got a batch of {image.shape[0]}")
-    settings = settings or EditSettings()
-    torch.manual_seed(seed)
-    small = resize_to_fit(image, settings.work_size).detach()
-    retoucher = Retoucher(ops).to(image.device)
-    if settings.steps > 0:
-        coarse_start(retoucher, lambda: edit_objective(loss_fn, retoucher(small), small, retoucher.regularization(),
-                                                        settings))
-    optimizer = torch.optim.Adam(retoucher.parameters(), lr=settings.lr)
-    best = (float("inf"), retoucher.state())
-    for _ in range(settings.steps + 1):
-        objective = edit_objective(loss_fn, retoucher(small), small, retoucher.regularization(), settings)
-        value = float(objective.detach())
-        if value < best[0]:
-            best = (value, retoucher.state())
-        optimizer.zero_grad()
-        objective.backward()
-        optimizer.step()
-    retoucher.load_state_dict(best[1])
-    return retoucher.eval()
+    return optimize_edits([image], loss_fn, ops, settings, seed)[0]
 
 
 def train_retouch_net(pairs: Callable[[], Iterable[tuple[Tensor, Tensor]]],

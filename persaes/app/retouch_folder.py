@@ -9,9 +9,10 @@
   settings that made it (:func:`run_settings`), rewritten atomically after every photo. A rerun
   skips the photos made with the same settings, so an interrupted run resumes; photos made
   with other settings stop it before anything is written, unless it is asked to re-do them.
-* Each photo is retouched by :func:`persaes.core.retouching.retouch_image`: per-photo
-  optimisation or a trained :class:`retouch.RetouchNet` (one pass); a profile's fitted edit
-  is made on top of the generic model's (``base``).
+* The photos are retouched by :func:`persaes.core.retouching.retouch_images`: fitted edits
+  (photos of one size fitted together, each its own edit) or a trained
+  :class:`retouch.RetouchNet` (one pass); a profile's fitted edit is made on top of the
+  generic model's (``base``).
 
 Example:
     >>> import tempfile
@@ -48,7 +49,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from torch import Tensor
 from persaes.app.progress import ProgressCallback
 from persaes.app.variants import is_variant
 from persaes.core.aesthetic_loss import AestheticLoss
-from persaes.core.retouching import retouch_image
+from persaes.core.retouching import retouch_images
 from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
 from persaes.io.checkpoint import tensors_digest
@@ -78,6 +79,10 @@ _METADATA_FORMATS = {"exif": {"JPEG", "WEBP", "PNG", "TIFF"}, "icc_profile": {"J
 """Which formats each :attr:`~persaes.io.images.Photo.metadata` entry is written to (PNG text chunks: PNG)."""
 SCORE_COLUMNS = ["path", "score_before", "score_after", "model", "settings"]
 """The columns of ``scores.csv``; ``settings`` is :func:`run_settings`' record (JSON) of the run that made the photo."""
+
+
+BATCH_PIXELS = 25_000_000
+"""Most pixels of the full-size photos retouched together (two 12-MP photos; many small ones)."""
 
 
 class RetouchError(ValueError):
@@ -330,6 +335,7 @@ def retouch_folder(
     base: Scorer | None = None,
     base_name: str = "",
     redo: bool = False,
+    batch_size: int = 8,
 ) -> RetouchSummary:
     """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring).
 
@@ -348,6 +354,8 @@ def retouch_folder(
             :func:`~persaes.core.retouching.retouch_image`); scores before and after are ``scorer``'s.
         base_name: ``base``'s name for ``scores.csv``'s ``settings`` column (see :func:`run_settings`).
         redo: re-do the photos ``out_dir`` holds from a run with other settings, replacing them.
+        batch_size: most photos fitted together (:func:`~persaes.core.retouching.retouch_images`; photos
+            are also batched only up to :data:`BATCH_PIXELS` in all).
 
     Returns:
         The photos retouched, skipped (already in ``out_dir``, made with the same settings) and failed.
@@ -380,41 +388,104 @@ def retouch_folder(
                            "OUT")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)  # left by a killed run; its finished photos are whole
-    loss = AestheticLoss(scorer)
-    base_loss = AestheticLoss(base) if base is not None else None
-    device = scorer.device
+    loss = AestheticLoss(scorer, reduction="none")
+    base_loss = AestheticLoss(base, reduction="none") if base is not None else None
     record = json.dumps(current, sort_keys=True, separators=(",", ":"))
     summary = RetouchSummary()
     todo = [(s, d) for s, d in pairs if d not in finished]
     summary.skipped = len(pairs) - len(todo)
+    done = 0
     if progress:
         progress(0, len(todo))
-    for done, (src, dst) in enumerate(todo, 1):
-        try:
-            photo = read_photo(src)  # refuses bad files and bombs before anything else
-            full = photo.color[None].to(device)
-            result = retouch_image(full, loss, ops, settings, net, seed, base_loss)
-            before = float(scorer.score([src])[0])  # the files' scores, as `persaes score` gives them
-            data = encode_photo(result[0], dst, photo)  # a photo that cannot be written fails here, its old output kept
-        except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo
-            message = str(exc) if isinstance(exc, ImageError) else f"{src}: cannot retouch ({str(exc).splitlines()[0]})"
-            summary.failed.append(message)
-            if on_error:
-                on_error(message)
-        else:
-            # a photo made with other settings goes first, then the row, then the photo: a run killed in
-            # between leaves a row whose photo a rerun makes (and re-scores), never a new row for an old photo
-            dst.unlink(missing_ok=True)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(dst) as tmp:  # renamed over dst once its row is written
-                tmp.write_bytes(data)
-                after = float(scorer.score([tmp])[0])
-                scores[dst.relative_to(out_dir).as_posix()] = {
-                    "score_before": format_score(before), "score_after": format_score(after), "model": model_name,
-                    "settings": record}
-                _write_scores(scores_path, {k: {"path": k, **v} for k, v in scores.items()})
-            summary.done += 1
+
+    def failed(message: str) -> None:
+        nonlocal done
+        summary.failed.append(message)
+        done += 1
+        if on_error:
+            on_error(message)
         if progress:
             progress(done, len(todo))
+
+    for batch in _photo_batches(todo, failed, batch_size):
+        for (src, dst, photo), result in zip(batch, _retouch_batch(batch, scorer.device, loss, ops, settings, net,
+                                                                   seed, base_loss)):
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                before = float(scorer.score([src])[0])  # the files' scores, as `persaes score` gives them
+                data = encode_photo(result[0], dst, photo)  # a photo that cannot be written fails here, old output kept
+            except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo
+                failed(_failure(src, exc))
+                continue
+            _write_result(dst, data, scorer, scores, out_dir, {"model": model_name, "settings": record}, before)
+            summary.done += 1
+            done += 1
+            if progress:
+                progress(done, len(todo))
     return summary
 
+
+def _photo_batches(todo: list[tuple[Path, Path]], failed: Callable[[str], None],
+                   batch_size: int) -> Iterator[list[tuple[Path, Path, Photo]]]:
+    """Read ``todo``'s photos in batches of at most ``batch_size`` photos and :data:`BATCH_PIXELS` pixels.
+
+    A photo that cannot be read is told to ``failed`` (its one-line reason) and left out.
+    """
+    batch: list[tuple[Path, Path, Photo]] = []
+    pixels = 0
+    for src, dst in todo:
+        try:
+            photo = read_photo(src)  # refuses bad files and bombs before anything else
+        except (ImageError, OSError) as exc:
+            failed(_failure(src, exc))
+            continue
+        size = photo.color.shape[-2] * photo.color.shape[-1]
+        if batch and (len(batch) == batch_size or pixels + size > BATCH_PIXELS):
+            yield batch
+            batch, pixels = [], 0
+        batch.append((src, dst, photo))
+        pixels += size
+    if batch:
+        yield batch
+
+
+def _failure(src: Path, exc: Exception) -> str:
+    """The one-line reason a photo failed (an :class:`ImageError` names its file already)."""
+    return str(exc) if isinstance(exc, ImageError) else f"{src}: cannot retouch ({str(exc).splitlines()[0]})"
+
+
+def _retouch_batch(batch: list[tuple[Path, Path, Photo]], device: Any, loss: AestheticLoss, ops: Sequence[str],
+                   settings: EditSettings, net: RetouchNet | None, seed: int,
+                   base_loss: AestheticLoss | None) -> list[Tensor | Exception]:
+    """Each photo's retouch, fitted together; when the batch fails (e.g. out of memory), photo by photo."""
+    images = [photo.color[None].to(device) for _, _, photo in batch]
+    try:
+        return list(retouch_images(images, loss, ops, settings, net, seed, base_loss))
+    except RuntimeError as exc:
+        if len(images) == 1:
+            return [exc]
+    results: list[Tensor | Exception] = []
+    for image in images:
+        try:
+            results.append(retouch_images([image], loss, ops, settings, net, seed, base_loss)[0])
+        except RuntimeError as exc:
+            results.append(exc)
+    return results
+
+
+def _write_result(dst: Path, data: bytes, scorer: Scorer, scores: dict[str, dict[str, str]], out_dir: Path,
+                  columns: dict[str, str], before: float) -> None:
+    """Write one retouched photo and its ``scores.csv`` row.
+
+    A photo made with other settings goes first, then the row, then the photo: a run killed in
+    between leaves a row whose photo a rerun makes (and re-scores), never a new row for an old photo.
+    """
+    dst.unlink(missing_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:  # renamed over dst once its row is written
+        tmp.write_bytes(data)
+        after = float(scorer.score([tmp])[0])
+        scores[dst.relative_to(out_dir).as_posix()] = {
+            "score_before": format_score(before), "score_after": format_score(after), **columns}
+        _write_scores(out_dir / SCORES_FILE, {k: {"path": k, **v} for k, v in scores.items()})

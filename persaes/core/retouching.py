@@ -23,9 +23,9 @@ from torch import Tensor
 
 from retouch import RetouchNet
 from retouch.color import check_image
-from retouch.optimize import EditSettings, LossFn, optimize_edit
+from retouch.optimize import EditSettings, LossFn, optimize_edits
 
-__all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "taste_settings"]
+__all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "retouch_images", "taste_settings"]
 
 TASTE_FIDELITY_SHARE = 0.3
 """Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on.
@@ -60,19 +60,62 @@ def is_greyscale(image: Tensor) -> bool:
     return bool((image.amax(dim=1) - image.amin(dim=1)).max() <= 2 / 255)
 
 
-def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: EditSettings,
-                  net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None) -> Tensor:
-    """Retouch a full-size photo: a fitted edit (``net`` None) or the network's one pass.
+def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], settings: EditSettings,
+                   net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None,
+                   batch_size: int = 8) -> list[Tensor]:
+    """Retouch full-size photos: fitted edits (``net`` None) or the network's one pass.
 
-    With ``base`` (the generic model's loss), the photo is retouched against ``base`` first,
-    then that result against ``loss`` with :func:`taste_settings` (fidelity measured to the
+    Fitted edits of photos of one working size are fitted together, ``batch_size`` at a time
+    (:func:`retouch.optimize.optimize_edits`): each photo gets the edit it would get alone, and the
+    photos share the scorer's passes.
+
+    With ``base`` (the generic model's loss), the photos are retouched against ``base`` first,
+    then those results against ``loss`` with :func:`taste_settings` (fidelity measured to the
     base retouch): a profile's taste is a change on top of the generic retouch, so it keeps
     the generic model's corrections (haze, casts, exposure) unless the profile argues
-    against them. Given the base retouch already, ``retouch_image(base_retouch, loss, ops,
+    against them. Given the base retouches already, ``retouch_images(base_retouches, loss, ops,
     taste_settings(settings))`` is the same result.
 
     A greyscale photo (:func:`is_greyscale`) stays greyscale: its result is turned back into
     grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
+
+    Args:
+        images: photos, each :math:`(1, 3, H, W)` in :math:`[0, 1]`.
+        loss: images → one loss per photo (e.g. an :class:`~persaes.core.aesthetic_loss.AestheticLoss`
+            with ``reduction="none"``; a scalar loss retouches one photo at a time).
+        ops: the ops to fit (see :data:`retouch.OPS`).
+        settings: how the edits are fitted.
+        net: a trained retouching network; it replaces fitting.
+        seed: fixes the fits.
+        base: the loss of the retouch the edits are made on top of; not with ``net``.
+        batch_size: most photos fitted together.
+
+    Returns:
+        The retouched photos, each :math:`(1, 3, H, W)` in :math:`[0, 1]`, in order.
+
+    Raises:
+        ValueError: ``net`` and ``base`` are both given, or an image is not a one-photo batch.
+    """
+    for image in images:
+        check_image(image)
+    if net is not None:
+        if base is not None:
+            raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
+        with torch.no_grad():
+            results = [net(image) for image in images]
+    elif base is not None:
+        starts = retouch_images(images, base, ops, settings, seed=seed, batch_size=batch_size)
+        return retouch_images(starts, loss, ops, taste_settings(settings), seed=seed, batch_size=batch_size)
+    else:
+        fitted = optimize_edits(images, loss, ops, settings, seed, batch_size)
+        results = [retoucher.retouch_full(image) for retoucher, image in zip(fitted, images)]
+    return [rgb_to_grayscale(result).expand_as(result).contiguous() if is_greyscale(image) else result
+            for result, image in zip(results, images)]
+
+
+def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: EditSettings,
+                  net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None) -> Tensor:
+    """Retouch one full-size photo (:func:`retouch_images` of one photo).
 
     Args:
         image: :math:`(1, 3, H, W)` in :math:`[0, 1]`.
@@ -88,19 +131,9 @@ def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: Edi
         The retouched photo, :math:`(1, 3, H, W)` in :math:`[0, 1]`.
 
     Raises:
-        ValueError: ``net`` and ``base`` are both given, or ``image`` is not an image batch.
+        ValueError: ``net`` and ``base`` are both given, or ``image`` is not a one-photo batch.
     """
     check_image(image)
-    if net is not None:
-        if base is not None:
-            raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
-        with torch.no_grad():
-            result = net(image)
-    elif base is not None:
-        start = retouch_image(image, base, ops, settings, seed=seed)
-        return retouch_image(start, loss, ops, taste_settings(settings), seed=seed)
-    else:
-        result = optimize_edit(image, loss, ops, settings, seed).retouch_full(image)
-    if is_greyscale(image):
-        result = rgb_to_grayscale(result).expand_as(result).contiguous()
-    return result
+    if image.shape[0] != 1:
+        raise ValueError(f"retouch_image retouches one photo at a time, got a batch of {image.shape[0]}")
+    return retouch_images([image], loss, ops, settings, net, seed, base)[0]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from retouch.optimize import (
     EditSettings,
     coarse_start,
     optimize_edit,
+    optimize_edits,
     train_retouch_net,
 )
 from retouch.pipeline import OPS, Retoucher
@@ -103,3 +106,60 @@ def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
 def test_edit_settings_refuse_bad_values_when_made(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         EditSettings(**{field: value})
+
+
+def _per_photo_brightness(target: float):
+    return lambda images: (images.mean(dim=(1, 2, 3)) - target) ** 2 * 100
+
+
+def test_optimize_edits_fits_each_photo_as_it_would_be_fitted_alone() -> None:
+    generator = torch.Generator().manual_seed(1)
+    photos = [torch.rand(1, 3, 40, 56, generator=generator) * 0.5 + offset for offset in (0.0, 0.2, 0.5)]
+    photos.append(torch.rand(1, 3, 56, 40, generator=generator) * 0.4)  # another working size: its own batch
+    settings = EditSettings(steps=12, work_size=32)
+    together = optimize_edits(photos, _per_photo_brightness(0.5), ("exposure", "color"), settings, batch_size=2)
+    for photo, fitted in zip(photos, together):
+        alone = optimize_edit(photo, _brightness_loss(0.5), ("exposure", "color"), settings)
+        assert torch.allclose(fitted.retouch_full(photo), alone.retouch_full(photo), atol=1e-5)
+    assert float(together[0].retouch_full(photos[0]).mean()) > float(photos[0].mean()) + 0.05  # dark: brightened
+    assert float(together[2].retouch_full(photos[2]).mean()) < float(photos[2].mean()) - 0.05  # bright: darkened
+
+
+def test_optimize_edits_refuses_a_loss_that_averages_the_batch() -> None:
+    photos = [torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)]
+    with pytest.raises(ValueError, match="one loss per photo"):
+        optimize_edits(photos, _brightness_loss(0.5), ("exposure",), EditSettings(steps=2, work_size=32))
+
+
+def test_patience_stops_a_photo_whose_objective_no_longer_falls() -> None:
+    photos = [torch.full((1, 3, 32, 32), 0.5), torch.full((1, 3, 32, 32), 0.2)]
+    rows: list[int] = []
+
+    def flat_for_the_first(images: torch.Tensor) -> torch.Tensor:
+        rows.append(len(images))
+        values = (images.mean(dim=(1, 2, 3)) - 0.5) ** 2 * 100
+        return values * (images.mean(dim=(1, 2, 3)) < 0.45)  # the grey photo is at its optimum from the start
+
+    settings = EditSettings(steps=20, work_size=32, fidelity=0.0, regularization=0.0, patience=3,
+                            min_improvement=1e-4)
+    fitted = optimize_edits(photos, flat_for_the_first, ("exposure",), settings)
+    steps = [n for n in rows[-21:]]  # after the coarse start: one call per step
+    assert 1 in steps and steps[0] == 2  # the first photo left the batch, the second kept fitting
+    assert float(fitted[1].retouch_full(photos[1]).mean()) > 0.3
+    assert len(rows) < len(optimize_calls(photos, settings))
+
+
+def optimize_calls(photos: list[torch.Tensor], settings: EditSettings) -> list[int]:
+    rows: list[int] = []
+
+    def counted(images: torch.Tensor) -> torch.Tensor:
+        rows.append(len(images))
+        return (images.mean(dim=(1, 2, 3)) - 0.5) ** 2 * 100 * (images.mean(dim=(1, 2, 3)) < 0.45)
+
+    optimize_edits(photos, counted, ("exposure",), replace(settings, patience=0))
+    return rows
+
+
+def test_edit_settings_refuse_a_negative_patience() -> None:
+    with pytest.raises(ValueError, match="patience"):
+        EditSettings(patience=-1)

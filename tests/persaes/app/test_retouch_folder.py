@@ -286,3 +286,30 @@ def test_redo_replaces_the_outputs_made_with_other_settings(scorer, other_scorer
     assert _snapshot(album) == originals
     again = retouch_folder(album, out, other_scorer, ("exposure",), FAST, model_name="me.safetensors")
     assert (again.done, again.skipped) == (0, 2)  # and now they resume under the new settings
+
+
+def test_a_batch_that_fails_is_retried_photo_by_photo(scorer, photos: list[Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import persaes.app.retouch_folder as module
+
+    album = tmp_path / "in"
+    album.mkdir()
+    for name, photo in zip("abc", photos):
+        shutil.copy(photo, album / f"{name}.jpg")
+    Image.open(photos[1]).resize((160, 128)).save(album / "b.jpg")  # the photo that fails alone too
+    real = module.retouch_images
+    sizes: list[int] = []
+
+    def out_of_memory_on_big_batches_and_on_b(images, *args, **kwargs):
+        sizes.append(len(images))
+        if len(images) > 1 or images[0].shape[-1] == huge:
+            raise RuntimeError("out of memory\nallocator detail")
+        return real(images, *args, **kwargs)
+
+    huge = 160
+    monkeypatch.setattr(module, "retouch_images", out_of_memory_on_big_batches_and_on_b)
+    errors: list[str] = []
+    summary = retouch_folder(album, tmp_path / "out", scorer, ("exposure",), FAST, on_error=errors.append)
+    assert sizes[0] == 3 and sizes[1:] == [1, 1, 1]  # one batch, then each photo alone
+    assert summary.done == 2 and errors == [f"{album / 'b.jpg'}: cannot retouch (out of memory)"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "c.jpg", "scores.csv"]
