@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from persaes.cli.common import Progress, device_option, echo, is_quiet, printable, user_errors, warn
 
+from persaes.core import distributed
 from persaes.core.backbones import BackboneError
 from persaes.core.generic_weights import train_generic_weights
 from persaes.core.train import GENERIC_RECIPES, generic_recipe
@@ -79,10 +80,15 @@ def train_generic_cmd(references: str, out: str, recipe_name: str, prior_photos:
     persaes score --profile, persaes personalize --start or load_scorer. Photos that cannot be read
     are skipped, each named in a warning (the exit status is then 1); an existing --out is replaced.
 
+    The same command runs on several processes or GPUs under torchrun: each process extracts its share
+    of the features into the cache, the head trains data-parallel on the same batches as in one process,
+    and the first process alone writes --out, reports and shows progress.
+
     \b
     Example:
       persaes train-generic ratings:oasis/ratings.csv:oasis/images.csv --prior-photos clean_photos/ \\
           --out my_generic.safetensors --state train.state.safetensors
+      torchrun --nproc-per-node 8 --no-python persaes train-generic ava:AVA.txt:images --out ava.safetensors
     """
     logging.getLogger("persaes").setLevel(logging.ERROR)
     recipe = generic_recipe(recipe_name, epochs, quality_width=quality_width, draws=draws,
@@ -92,10 +98,16 @@ def train_generic_cmd(references: str, out: str, recipe_name: str, prior_photos:
         first = f"; the first problem: {refs.problems[0]}" if refs.problems else ""
         raise ValueError(f"{references}: no usable reference{first}")
     prior = prior_files(prior_photos) if prior_photos is not None else []
-    with Progress() as progress:
-        result = train_generic_weights(refs, out, recipe, prior, seed=seed, state=state, device=device,
-                                       progress=progress.stage, log=log_line,
-                                       description=references, recipe_name=recipe_name)
+    main = distributed.world().is_main  # under torchrun, the other processes train silently
+    try:
+        with Progress(quiet=None if main else True) as progress:
+            result = train_generic_weights(refs, out, recipe, prior, seed=seed, state=state, device=device,
+                                           progress=progress.stage, log=log_line if main else None,
+                                           description=references, recipe_name=recipe_name)
+    finally:
+        distributed.shutdown()
+    if not main:
+        sys.exit(1 if result["problems"] else 0)
     for problem in result["problems"]:
         warn(problem)
     prior_note = f", {result['prior_photos']} prior photos" if result["prior_photos"] else ""

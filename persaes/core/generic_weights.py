@@ -14,6 +14,14 @@ take it). ``weights/recipes/make_generic.py`` is its OASIS-specific call that ma
 Every feature and every fitted edit is cached as it is computed, and with ``state`` the training
 state is written after every epoch (one file per hardening round beside it): the same call run
 again after an interruption continues from there and writes the same weights.
+
+Under ``torchrun`` (``torchrun --nproc-per-node N --no-python persaes train-generic …``) every rank makes
+the same call: each rank extracts the features of its shard (:func:`persaes.core.distributed.shard`) of
+the references, of the prior photos and of their versions into the feature cache, and fits its shard of
+each hardening round's edits; after a barrier every rank reads them all from the cache (a crashed run,
+started again, computes only what is missing), the head trains in ``DistributedDataParallel`` on the
+same global batches as in one process, and rank 0 alone writes the weights (their metadata's
+``world_size`` says how many processes trained them) and the training state.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from persaes.core import distributed
 from persaes.core.aesthetic_loss import AestheticLoss
 from persaes.core.backbones import DEFAULT_BACKBONE, create_backbone, get_spec
 from persaes.core.device import resolve_device
@@ -77,28 +86,65 @@ def version_features(model: AestheticModel, files: list[Path], seed: int, draws:
     parts, owners, names = [], [], []
     _report(progress, "version features", 0, len(files))
     for n, path in enumerate(files):
-        base = file_digest(path)
-        versions = [(draw, k, kind, level) for draw in range(draws) for k, (kind, level) in enumerate(VERSIONS)]
-        keys = [hashlib.sha256(f"{base}/{kind}/{level or ''}/{seed}/{draw}".encode()).hexdigest()
-                for draw, _, kind, level in versions]
-        found = [cache.get(key) for key in keys]
-        missing = [i for i, feats in enumerate(found) if feats is None]
-        if missing:
-            image = load_image(path, max_side=2 * model.spec.input_size)[None]
-            batch = []
-            for i in missing:
-                draw, k, kind, level = versions[i]
-                generator = torch.Generator().manual_seed(seed * 100003 + n * 7 + k + 1009 * draw)
-                batch.append(make_version(image, kind, level, generator)[0])
-            computed = features_of_tensors(model, torch.stack(batch))
-            for row, i in enumerate(missing):
-                found[i] = computed.rows([row])
-                cache.put(keys[i], found[i])
+        found, versions = _file_versions(model, path, n, seed, draws, cache)
         parts.extend(found)
         owners.extend([n] * len(versions))
         names.extend(kind if level is None else f"{kind}/{level}" for _, _, kind, level in versions)
         _report(progress, "version features", n + 1, len(files))
     return Features.cat(parts), owners, names
+
+
+def _file_versions(model: AestheticModel, path: Path, n: int, seed: int, draws: int, cache: FeatureCache
+                   ) -> tuple[list[Features], list[tuple[int, int, str, str | None]]]:
+    """The features of the versions of ``path``, file ``n`` of the list (its versions' seeds depend on ``n``).
+
+    Returns:
+        Each version's features (from the cache, or computed and cached) and ``(draw, kind index, kind,
+        level)``.
+    """
+    base = file_digest(path)
+    versions = [(draw, k, kind, level) for draw in range(draws) for k, (kind, level) in enumerate(VERSIONS)]
+    keys = [hashlib.sha256(f"{base}/{kind}/{level or ''}/{seed}/{draw}".encode()).hexdigest()
+            for draw, _, kind, level in versions]
+    found = [cache.get(key) for key in keys]
+    missing = [i for i, feats in enumerate(found) if feats is None]
+    if missing:
+        image = load_image(path, max_side=2 * model.spec.input_size)[None]
+        batch = []
+        for i in missing:
+            draw, k, kind, level = versions[i]
+            generator = torch.Generator().manual_seed(seed * 100003 + n * 7 + k + 1009 * draw)
+            batch.append(make_version(image, kind, level, generator)[0])
+        computed = features_of_tensors(model, torch.stack(batch))
+        for row, i in enumerate(missing):
+            found[i] = computed.rows([row])
+            cache.put(keys[i], found[i])
+    return found, versions  # type: ignore[return-value]
+
+
+def _shared_out(items: Sequence[Any], compute: Callable[[list[Any], str], object],
+                progress: StageCallback | None, stage: str) -> None:
+    """Under torchrun: ``compute`` this rank's shard of ``items`` (into the cache), then wait for every rank.
+
+    ``compute`` is given the shard and its stage's name (``stage, shard R of N``), told to ``progress``.
+    Nothing in one process: the caller's own pass over all items computes them there.
+    """
+    me = distributed.world()
+    if me.size > 1:
+        part = distributed.shard(items, me)
+        stage = f"{stage}, shard {me.rank + 1} of {me.size}"
+        _report(progress, stage, 0, len(part))
+        if part:  # more ranks than items: nothing to do here
+            compute(part, stage)
+        distributed.barrier()
+
+
+def _versions_of(model: AestheticModel, files: list[Path], indices: list[int], seed: int, draws: int,
+                 cache: FeatureCache, progress: StageCallback | None, stage: str) -> None:
+    """Compute and cache the versions' features of the files ``indices`` (a shard of :func:`version_features`)."""
+    for done, n in enumerate(indices, start=1):
+        _file_versions(model, files[n], n, seed, draws, cache)
+        _report(progress, stage, done, len(indices))
 
 
 def edit_features(model: AestheticModel, files: list[Path], seed: int, cache: FeatureCache,
@@ -165,6 +211,8 @@ def _prior_features(model: AestheticModel, references: ReferenceSet, ok: list[in
     extra = [f for f, r in zip(files, rows) if r is None]
     parts, problems = [ref_feats], []
     if extra:
+        _shared_out(extra, lambda part, stage: extract_features(
+            model, part, cache, on_progress=_counter(progress, stage, len(part))), progress, "prior features")
         _report(progress, "prior features", 0, len(extra))
         extra_feats, extra_ok, problems = extract_features(model, extra, cache,
                                                            on_progress=_counter(progress, "prior features", len(extra)))
@@ -209,6 +257,9 @@ def train_generic_weights(
     """Train generic weights on rated references (and a quality prior) and write them to ``out``.
 
     The same inputs, recipe and seed give the same weights (on the same device and thread count).
+    Under torchrun every rank makes this call; the features and the hardening rounds' fitted edits are
+    shared out among the ranks, the training is data-parallel and rank 0 writes ``out`` (see the module's
+    docstring).
 
     Args:
         references: the rated references (e.g. :func:`persaes.io.references.load_references`).
@@ -247,7 +298,8 @@ def train_generic_weights(
     recipe_name = recipe_name or _recipe_name(recipe)
     if recipe.harden_rounds and not prior_photos:
         raise ValueError(f"the {recipe_name} recipe's hardening rounds fit edits of prior photos; none were given")
-    device = resolve_device(device)
+    device = distributed.rank_device(resolve_device(device))
+    me = distributed.init(device)
     state_path = None if state is None else Path(state)
     torch.manual_seed(seed)
 
@@ -258,6 +310,8 @@ def train_generic_weights(
         cache = (FeatureCache(cache, spec.name, "pretrained") if cache is not None
                  else FeatureCache.default(spec.name, "pretrained"))
     problems = list(references.problems)
+    _shared_out(references.paths, lambda part, stage: extract_features(
+        model, part, cache, on_progress=_counter(progress, stage, len(part))), progress, "reference features")
     _report(progress, "reference features", 0, len(references))
     ref_feats, ok, bad = extract_features(model, references.paths, cache,
                                           on_progress=_counter(progress, "reference features", len(references)))
@@ -274,6 +328,8 @@ def train_generic_weights(
     names: list[str] = []
     pairs = None
     if prior_rows:
+        _shared_out(range(len(prior_files)), lambda part, stage: _versions_of(
+            model, prior_files, part, seed, recipe.draws, cache, progress, stage), progress, "version features")
         ver_feats, owners, names = version_features(model, prior_files, seed, recipe.draws, cache, progress)
         pairs = torch.tensor([[prior_rows[o], len(feats) + j] for j, o in enumerate(owners)])
         feats = Features.cat([feats, ver_feats])
@@ -306,6 +362,9 @@ def train_generic_weights(
             _say(log, f"hardening round {r + 1}: no prior photo left to fit; stopped after {r} round(s)")
             break
         chosen_rows = [row for row, _ in chosen]
+        distributed.broadcast_module(head)  # the edits' cache keys hold the head's digest: the same on every rank
+        _shared_out([path for _, path in chosen], lambda part, stage: edit_features(
+            model, part, seed, cache, progress, stage), progress, f"hardening round {r + 1} edits")
         edits = edit_features(model, [path for _, path in chosen], seed, cache, progress,
                               f"hardening round {r + 1} edits")
         with torch.no_grad():
@@ -337,11 +396,19 @@ def train_generic_weights(
                     **(trained_on or {})},
         training=settings.as_dict(), recipe=recipe_name,
         recipe_settings={k: v for k, v in asdict(recipe).items() if k != "training"},
-        prior_photos=n_prior, seed=seed, train_preference=per_kind, hardening=rounds,
+        prior_photos=n_prior, seed=seed, train_preference=per_kind, hardening=rounds, world_size=me.size,
     )
-    path = save_checkpoint(out, model.to("cpu"), meta)
+    path = _write(out, model, meta)
     return {"out": path, "references": len(ok), "prior_photos": n_prior, "train_preference": per_kind,
             "hardening": rounds, "history": history, "problems": problems, "metadata": meta}
+
+
+def _write(out: str | os.PathLike[str], model: AestheticModel, meta: dict[str, Any]) -> Path:
+    """Write the weights file (rank 0 alone, atomically); every rank returns once it is there."""
+    if distributed.world().is_main:
+        save_checkpoint(out, model.to("cpu"), meta)
+    distributed.barrier()
+    return Path(out)
 
 
 def _counter(progress: StageCallback | None, stage: str, total: int) -> Callable[[int], None] | None:

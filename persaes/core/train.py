@@ -39,6 +39,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from persaes.core import distributed
 from persaes.core.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
 from persaes.core.model import STATS, AestheticModel, AttentionHead, distribution_to_score
 from persaes.core.taste import TasteChoice, TastePart, choose_strength, expanded_pairs, fit_taste
@@ -317,6 +318,42 @@ def load_training_state(path: Path, head: AttentionHead, optimizer: torch.optim.
     return int(meta["epoch"]), list(meta["history"])
 
 
+def _share_mean(values: Tensor, total: int, size: int) -> Tensor:
+    """This rank's part of the mean of ``total`` per-item values over ``size`` ranks, ``values`` its own items.
+
+    Scaled so that ``DistributedDataParallel``'s average of the ranks' gradients is the gradient of the
+    mean over the whole batch, however the items fall on the ranks; in one process the plain mean.
+    """
+    return values.mean() if size == 1 else values.sum() * (size / total)
+
+
+class _StepLoss(nn.Module):
+    """The generic stage's loss of one step on this rank's share of the batch (one forward pass, for DDP).
+
+    EMD on the rated photos plus the weighted ranking hinge on the pairs, each the share of its mean
+    over the whole batch (:func:`_share_mean`).
+    """
+
+    def __init__(self, head: AttentionHead, settings: GenericSettings, size: int) -> None:
+        super().__init__()
+        self.head = head
+        self.settings = settings
+        self.size = size
+
+    def forward(self, rated: tuple[Tensor, ...], targets: Tensor, rated_total: int,
+                pairs: tuple[Tensor, ...] | None, pairs_total: int) -> Tensor:
+        """The loss of the rated photos' features ``rated`` (histograms ``targets``) and the pairs' ``pairs``."""
+        loss = _share_mean(emd_loss(self.head(*rated), targets, reduction="none"), rated_total, self.size)
+        if len(targets) == 0:  # more ranks than rows: every parameter still takes part in the backward pass
+            loss = loss + 0.0 * sum(p.sum() for p in self.head.parameters())
+        if pairs is not None:
+            scores = distribution_to_score(self.head(*pairs, content_grad=self.settings.pair_content_grad))
+            scores = scores.reshape(-1, 2)
+            hinge = hinge_pair_loss(scores[:, 0], scores[:, 1], self.settings.pair_margin, reduction="none")
+            loss = loss + self.settings.pair_weight * _share_mean(hinge, pairs_total, self.size)
+        return loss
+
+
 def train_generic(
     head: AttentionHead,
     source: Source,
@@ -348,8 +385,13 @@ def train_generic(
             of up to :data:`STATS_SAMPLE` of the photos (``False`` keeps the head's own, as a
             head trained further must).
 
+    Under ``torchrun`` (:mod:`persaes.core.distributed`) every rank runs this with the same arguments:
+    each step's batch (rated photos and pairs) is shared out among the ranks, the head is trained in
+    ``DistributedDataParallel`` (gradients averaged, so the step is that of the whole batch, as in one
+    process), and rank 0 alone writes ``state_path``.
+
     Returns:
-        The mean loss of each epoch.
+        The mean loss of each epoch (over the whole batch, on every rank).
     """
     rated = torch.arange(hists.shape[0]) if rated is None else rated
     photos = rated if pairs is None else torch.cat([rated, pairs.reshape(-1)]).unique()
@@ -365,6 +407,8 @@ def train_generic(
     done, history = 0, []
     if state_path is not None and state_path.is_file():
         done, history = load_training_state(state_path, head, optimizer, fingerprint)
+    me = distributed.world()
+    step_loss = distributed.data_parallel(_StepLoss(head, settings, me.size))
     head.train()
     for epoch in range(done, settings.epochs):
         torch.manual_seed(seed * 1_000_003 + epoch)  # dropout
@@ -374,19 +418,18 @@ def train_generic(
         pair_order = torch.randperm(n_pairs, generator=generator).tensor_split(steps) if n_pairs else None
         total = 0.0
         for step in range(steps):
-            index = rated_order[step]
-            loss = emd_loss(head(*source(index)), hists[index].to(device))
-            if pair_order is not None and len(pair_order[step]):
-                batch = pairs[pair_order[step]]
-                distributions = head(*source(batch.reshape(-1)), content_grad=settings.pair_content_grad)
-                scores = distribution_to_score(distributions).reshape(-1, 2)
-                loss = loss + settings.pair_weight * hinge_pair_loss(scores[:, 0], scores[:, 1], settings.pair_margin)
+            index = rated_order[step][me.rank::me.size]  # this rank's share (distributed.shard)
+            batch = pairs[pair_order[step]] if pair_order is not None and len(pair_order[step]) else None
+            mine = None if batch is None else batch[me.rank::me.size]
+            loss = step_loss(source(index), hists[index].to(device), len(rated_order[step]),
+                             None if mine is None or not len(mine) else source(mine.reshape(-1)),
+                             0 if batch is None else len(batch))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach())
-        history.append(total / steps)
-        if state_path is not None:
+        history.append(distributed.all_mean(total) / steps)
+        if state_path is not None and me.is_main:
             save_training_state(state_path, head, optimizer, epoch + 1, history, fingerprint)
         if on_epoch is not None:
             on_epoch(epoch + 1, history[-1])
