@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["append_json_line", "json_line"]
+__all__ = ["append_json_line", "append_json_lines", "json_line"]
 
 
 def json_line(record: dict[str, Any]) -> str:
@@ -52,9 +53,27 @@ def append_json_line(path: str | os.PathLike[str], record: dict[str, Any]) -> No
     Raises:
         ValueError: ``record`` is not a dict.
     """
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: a JSON line must hold a dict, got {type(record).__name__}")
-    line = json_line(record).encode("utf-8") + b"\n"
+    append_json_lines(path, [record])
+
+
+def append_json_lines(path: str | os.PathLike[str], records: Sequence[dict[str, Any]]) -> None:
+    """Append ``records``, one line each, to the JSON Lines file ``path`` (created if missing), durably.
+
+    One flush and fsync for them all: a batch of records costs one write to disk.
+
+    Args:
+        path: the file; its folder must exist.
+        records: JSON-able dicts (none: nothing is written).
+
+    Raises:
+        ValueError: a record is not a dict.
+    """
+    for record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: a JSON line must hold a dict, got {type(record).__name__}")
+    if not records:
+        return
+    line = "".join(json_line(record) + "\n" for record in records).encode("utf-8")
     with open(path, "a+b") as handle:
         handle.seek(0, os.SEEK_END)
         if handle.tell() > 0:

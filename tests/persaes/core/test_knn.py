@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,74 @@ def test_input_checks(tmp_path: Path) -> None:
         index.search(queries[:, :4], k=0)
     with pytest.raises(FileNotFoundError, match="KNN index file not found"):
         KnnIndex.load(tmp_path / "none.safetensors")
+
+
+def _recall(found: torch.Tensor, exact: torch.Tensor) -> float:
+    return sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, exact)) / exact.numel()
+
+
+def test_approximate_index_recall_against_exact_search() -> None:
+    pytest.importorskip("faiss")
+    from persaes.core.knn import ApproximateKnnIndex
+
+    gen = torch.Generator().manual_seed(1)
+    features, queries = torch.randn(6000, 256, generator=gen), torch.randn(40, 256, generator=gen)
+    ids = [f"r{i}" for i in range(6000)]
+    exact = KnnIndex(features, ids)
+    approximate = ApproximateKnnIndex(features[:4000], ids[:4000], backbone="tiny")
+    approximate.add(features[4000:], ids[4000:])  # grown in chunks, as references read from disk
+    assert len(approximate) == 6000 and approximate.dim == 256 and approximate.ids == ids
+    scores, idx = approximate.search(queries, k=50)
+    exact_scores, exact_idx = exact.search(queries, k=50)
+    assert scores.shape == idx.shape == (40, 50) and idx.dtype == torch.long
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    assert _recall(idx, exact_idx) >= 0.95
+    assert torch.allclose(scores[:, 0], exact_scores[:, 0], atol=0.01)  # similarities estimated closely
+    assert approximate.nbytes < exact.features.numel() * 4 / 3  # one byte per dimension, not four
+    union = approximate.union(queries, k=50)
+    assert len(set(union.tolist()) & set(exact.union(queries, k=50).tolist())) >= 0.95 * len(union)
+    assert len(approximate.union_at_least(queries, k=5, minimum=1000)) >= 1000
+
+
+def test_approximate_index_that_finds_fewer_than_k() -> None:
+    pytest.importorskip("faiss")
+    from persaes.core.knn import ApproximateKnnIndex
+
+    features, queries, ids = _data(n=640, d=16)
+    index = ApproximateKnnIndex(features, ids, factory="IVF16,Flat", params="nprobe=1")  # lists of ~40
+    scores, idx = index.search(queries, k=100)
+    assert (idx == -1).any() and (idx >= -1).all() and (idx < 640).all()
+    union = index.union(queries, k=100)
+    assert (union >= 0).all() and torch.equal(union, torch.unique(idx[idx >= 0]))
+    grown = index.union_at_least(queries, k=10, minimum=300)  # k doubled past what the probed lists hold
+    assert (grown >= 0).all() and set(grown.tolist()) <= set(idx[idx >= 0].tolist())
+    assert (scores[idx == -1] < -1e30).all() and (scores[idx >= 0].abs() <= 1.001).all()
+
+
+def test_approximate_index_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from persaes.core.knn import ApproximateKnnIndex
+
+    features, queries, ids = _data(n=50, d=8)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # not installed
+    with pytest.raises(ImportError, match=r"pip install 'persaes\[scale\]' \(faiss-cpu\)"):
+        ApproximateKnnIndex(features, ids)
+    monkeypatch.undo()
+    pytest.importorskip("faiss")
+    with pytest.raises(ValueError, match="FAISS refused 'NoSuchIndex'"):
+        ApproximateKnnIndex(features, ids, factory="NoSuchIndex")
+    with pytest.raises(ValueError, match="N = 0"):
+        ApproximateKnnIndex(torch.zeros(0, 8), [])
+    with pytest.raises(ValueError, match="50 feature rows but 49 ids"):
+        ApproximateKnnIndex(features, ids[:49])
+    index = ApproximateKnnIndex(features, ids)
+    with pytest.raises(ValueError, match="duplicates"):
+        index.add(features[:1], ["r3"])
+    with pytest.raises(ValueError, match="features have dim 4, index has 8"):
+        index.add(features[:1, :4], ["new"])
+    with pytest.raises(ValueError, match="queries have dim 3, index has 8"):
+        index.search(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(queries, k=0)
+    with pytest.raises(ValueError, match="row 0 is all zeros"):
+        index.search(torch.zeros(1, 8))
+    assert len(index) == 50 and index.search(queries, k=80)[1].shape == (7, 50)  # k clamped to N
