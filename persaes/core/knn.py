@@ -12,7 +12,7 @@ metadata key ``persaes_knn`` holding JSON ``{"format": 1, "ids": [...], "dim": D
 For reference sets too large to hold as float32 (10 M × 1280 floats are 51 GB), the optional
 ``persaes[scale]`` extra (``faiss-cpu``) adds ``ApproximateKnnIndex``: the same ``search`` and
 ``union`` over a FAISS index, by default ``SQ8`` (each dimension quantised to one byte, a quarter of
-the memory, scanned in full), whose recall@50 against the exact search is 0.97 on 255,000 random
+the memory, scanned in full), whose recall@50 against the exact search is 0.983 on 255,000 random
 1280-d references (``benchmarks/components.py --parts faiss``). Any FAISS factory string can be
 given instead (``"IVF4096,SQ8"`` with ``params="nprobe=64"`` on clustered real features).
 
