@@ -14,9 +14,10 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
-from kornia.filters import guided_blur
+from kornia.filters import box_blur, guided_blur
 from torch import Tensor, nn
 
+from .bands import Stage, upsample_at, upsample_band
 from .color import check_image, per_image, soft_bound
 
 __all__ = [
@@ -206,6 +207,40 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float, subsample
     slope = covariance / (variance + eps)
     offset = mean_src - slope * mean_guide
     return box_filter(slope, radius) * guide + box_filter(offset, radius)
+
+
+def _fast_guided_coefficients(image: Tensor, transmission: Tensor, radius: int, eps: float, subsample: int) -> Tensor:
+    r"""Upsampling-ready coefficients of :func:`recover`'s refining pass, without full-size intermediates.
+
+    :func:`recover` filters the haze :math:`1 - t` (``t`` upsampled to the image's size) with the fast guided
+    filter of :func:`kornia.filters.guided_blur` (grey guide, ``2 radius + 1`` windows, replicated borders,
+    ``subsample``), whose output is :math:`\bar a \cdot \text{grey} + \bar b` with :math:`\bar a, \bar b`
+    computed on the subsampled pixels and bilinearly upsampled. This returns :math:`(\bar a, \bar b)` as
+    :math:`(B, 2, h', w')`, reading only the subsampled pixels of the image and of the upsampled transmission.
+    """
+    size = (image.shape[-2], image.shape[-1])
+    rows, cols = (_subsample_indices(length, subsample, image.device) for length in size)
+    guide = rgb_to_grayscale(image.index_select(-2, rows).index_select(-1, cols))
+    src = 1.0 - upsample_at(transmission, size, rows, cols)
+    kernel = (2 * radius) // subsample + 1
+    # the arithmetic of kornia.filters.guided._guided_blur_grayscale_guidance
+    mean_guide = box_blur(guide, kernel, "replicate", separable=True)
+    variance = torch.addcmul(box_blur(guide.square(), kernel, "replicate", separable=True), mean_guide, mean_guide,
+                             value=-1)
+    mean_src = box_blur(src, kernel, "replicate", separable=True)
+    covariance = torch.addcmul(box_blur(guide * src, kernel, "replicate", separable=True), mean_guide, mean_src,
+                               value=-1)
+    slope = covariance / (variance + eps)
+    offset = torch.addcmul(mean_src, slope, mean_guide, value=-1)
+    return torch.cat([box_blur(slope, kernel, "replicate", separable=True),
+                      box_blur(offset, kernel, "replicate", separable=True)], dim=1)
+
+
+def _subsample_indices(size: int, subsample: int, device: torch.device) -> Tensor:
+    """The pixels kornia's fast guided filter keeps of an axis of ``size`` (``kornia.filters.guided``'s rule)."""
+    rows = max(size // subsample, 1)
+    i = torch.arange(rows, device=device)
+    return ((2 * i + 1) * size + rows * (1 - subsample)).div(2 * rows, rounding_mode="floor").clamp(0, size - 1)
 
 
 def _check_airlight(airlight: Tensor, image: Tensor) -> Tensor:
@@ -402,6 +437,13 @@ class Dehaze(nn.Module):
         """Apply the op with raw ``params`` (this module's parameter names, batch 1 or B) to ``image``."""
         check_image(image)
         small = resize_to_fit(image, self.work_size)
+        airlight, refined, t_min, refine_radius = self._estimate(image, small, params)
+        return recover(image, refined, airlight, t_min, refine_radius, self.eps)
+
+    def _estimate(
+        self, image: Tensor, small: Tensor, params: Mapping[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Airlight (B, 3), transmission on ``small`` (B, 1, h, w), t_min and the full-size refine radius."""
         offset = soft_bound(params["airlight_offset"], AIRLIGHT_OFFSET_BOUND)
         airlight = estimate_airlight(small, dark_channel(small, self.patch)) + offset
         airlight = airlight.clamp(AIRLIGHT_MIN, 1.0)
@@ -411,7 +453,57 @@ class Dehaze(nn.Module):
         if refine_radius is None:
             refine_radius = 2 * math.ceil(max(image.shape[-2:]) / max(small.shape[-2:]))
         t_min = torch.sigmoid(params["raw_t_min"]).clamp_min(_T_MIN_FLOOR)
-        return recover(image, refined, airlight, t_min, refine_radius, self.eps)
+        return airlight, refined, t_min, refine_radius
+
+    @torch.no_grad()
+    def stage(self, image: Tensor) -> Stage:
+        r"""This edit as a :data:`~retouch.bands.Stage` for bands of rows of ``image``.
+
+        The haze estimate is global: it is made once, on the downscaled copy of the whole ``image`` as in
+        :meth:`forward`, and so are the coefficients of the full-size guided-filter pass (on the subsampled copy
+        the fast guided filter reads). Each band then only upsamples them and recovers its pixels, so the output
+        equals :meth:`forward`'s up to float rounding. An image at most twice ``work_size`` (where the refining
+        pass is a plain guided filter at full size) is edited whole and handed out band by band. No gradients
+        are tracked.
+
+        Args:
+            image: :math:`(B, 3, H, W)` in :math:`[0, 1]`, the op's input: the stage must get bands of it.
+
+        Returns:
+            ``stage(band, top)``: the recovered rows ``top .. top + h`` of ``image`` for its :math:`(B, 3, h, W)` band.
+
+        Example:
+            >>> haze = Dehaze(work_size=16)
+            >>> with torch.no_grad():
+            ...     _ = haze.raw_strength.fill_(0.8)
+            >>> image = torch.rand(1, 3, 40, 64)
+            >>> torch.allclose(haze.stage(image)(image[:, :, 8:20], 8), haze(image)[:, :, 8:20], atol=1e-5)
+            True
+        """
+        check_image(image)
+        params = dict(self.named_parameters())
+        small = resize_to_fit(image, self.work_size)
+        airlight, refined, t_min, refine_radius = self._estimate(image, small, params)
+        size = (image.shape[-2], image.shape[-1])
+        factor = max(1, max(size) // max(refined.shape[-2:]))
+        if refined.shape[-2:] == size or (refine_radius > 0 and factor == 1):
+            whole = recover(image, refined, airlight, t_min, refine_radius, self.eps)
+            return lambda band, top: whole[:, :, top : top + band.shape[-2]]
+        light = _check_airlight(airlight, image)
+        floor = per_image(t_min, image, "t_min")
+        coefficients = None
+        if refine_radius > 0:
+            coefficients = _fast_guided_coefficients(image, refined, refine_radius, self.eps, factor)
+
+        def apply(band: Tensor, top: int) -> Tensor:
+            if coefficients is None:
+                clear = upsample_band(refined, size, top, band.shape[-2])
+            else:
+                slope, offset = upsample_band(coefficients, size, top, band.shape[-2]).split(1, dim=1)
+                clear = 1.0 - torch.addcmul(offset, slope, rgb_to_grayscale(band))
+            return (band - light).div_(torch.maximum(clear, floor)).add_(light).clamp_(0.0, 1.0)
+
+        return apply
 
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""

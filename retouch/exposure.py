@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bands import Stage, upsample_band
 from .color import check_image, mean_total_variation
 
 __all__ = ["CHANNEL_SPREAD_WEIGHT", "ExposureCurves", "apply_curves", "channel_spread"]
@@ -58,6 +59,19 @@ def apply_curves(image: Tensor, alpha: Tensor) -> Tensor:
     out = image
     for a in alpha.split(3, dim=1):
         out = out + a * out * (1.0 - out)
+    return out
+
+
+def _curves_inplace(image: Tensor, alpha: Tensor) -> Tensor:
+    """:func:`apply_curves`' iterations with ``alpha`` already at ``image``'s size (or 1 x 1), on one new tensor.
+
+    The operations are those of :func:`apply_curves` in the same order, so the result is the same to the bit.
+    """
+    out = image
+    for i, a in enumerate(alpha.split(3, dim=1)):
+        change = a * out
+        change.mul_(1.0 - out)
+        out = out + change if i == 0 else out.add_(change)
     return out
 
 
@@ -121,6 +135,42 @@ class ExposureCurves(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
         return self.render(image, dict(self.named_parameters()))
+
+    @torch.no_grad()
+    def stage(self, image: Tensor) -> Stage:
+        r"""This edit as a :data:`~retouch.bands.Stage` for bands of rows of an image shaped like ``image``.
+
+        The output equals :meth:`forward`'s (the same arithmetic, pixel by pixel; a curve grid is upsampled one band
+        at a time, equal to the whole upsampled grid up to float rounding). No gradients are tracked.
+
+        Args:
+            image: :math:`(B, 3, H, W)`, the op's input; only its size is used.
+
+        Returns:
+            ``stage(band, top)``: the curves applied to :math:`(B, 3, h, W)` rows ``top .. top + h``.
+
+        Example:
+            >>> curves = ExposureCurves(grid=(2, 3))
+            >>> with torch.no_grad():
+            ...     _ = curves.raw.normal_()
+            >>> image = torch.rand(1, 3, 20, 30)
+            >>> torch.allclose(curves.stage(image)(image[:, :, 5:9], 5), curves(image)[:, :, 5:9], atol=1e-6)
+            True
+        """
+        check_image(image)
+        alpha = torch.tanh(self.raw)
+        size = tuple(image.shape[-2:])
+        per_pixel = alpha.shape[-2:] not in ((1, 1), size)
+
+        def apply(band: Tensor, top: int) -> Tensor:
+            grid = alpha
+            if per_pixel:
+                grid = upsample_band(alpha, size, top, band.shape[-2])
+            elif grid.shape[-2:] != (1, 1):
+                grid = grid[:, :, top : top + band.shape[-2]]
+            return _curves_inplace(band, grid)
+
+        return apply
 
     def starts(self) -> list[dict[str, Tensor]]:
         """Coarse starting points for fitting: the same curve parameter everywhere, darker and brighter.
