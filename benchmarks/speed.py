@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from retouch.optimize import EditSettings
+
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -163,7 +165,7 @@ def part_retouch(args: argparse.Namespace) -> dict:
     from persaes.core.scorer import load_scorer
     from persaes.io.images import load_image
     from retouch import OPS, Retoucher
-    from retouch.optimize import EditSettings, optimize_edit
+    from retouch.optimize import optimize_edit
 
     source = next(iter(sorted(Path(args.folder).glob("*.jpg"))))
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +196,6 @@ def part_album(args: argparse.Namespace) -> dict:
     from persaes.core.personalize import personalize
     from persaes.core.scorer import load_scorer
     from persaes.io.images import iter_images
-    from retouch.optimize import EditSettings
 
     examples = Path(__file__).resolve().parent.parent / "examples"
     files = sorted(iter_images([args.folder]))[: args.photos]
@@ -245,7 +246,6 @@ def part_album(args: argparse.Namespace) -> dict:
 def part_retouch50(args: argparse.Namespace) -> dict:
     from persaes.app.retouch_folder import retouch_folder
     from persaes.core.scorer import load_scorer
-    from retouch.optimize import EditSettings
 
     source = next(iter(sorted(Path(args.folder).glob("*.jpg"))))
     width, height = 8160, 6120  # 49.9 megapixels
@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folder", type=Path, required=True, help="a folder of photos")
     ap.add_argument("--images", type=int, default=128, help="photos scored")
     ap.add_argument("--album", type=int, default=100, help="photos in the personalization album")
-    ap.add_argument("--steps", type=int, default=25, help="optimisation steps per photo (retouch, album)")
+    ap.add_argument("--steps", type=int, default=EditSettings.steps,
+                    help="optimisation steps per photo (retouch, album)")
     ap.add_argument("--photos", type=int, default=24, help="photos retouched in the album part")
     ap.add_argument("--parts", default=",".join(DEFAULT_PARTS),
                     help=f"comma-separated, of {', '.join(PARTS)} [default: %(default)s]; album retouches a folder "

@@ -408,12 +408,15 @@ def retouch_folder(
             progress(done, len(todo))
 
     for batch in _photo_batches(todo, failed, batch_size):
-        for (src, dst, photo), result in zip(batch, _retouch_batch(batch, scorer.device, loss, ops, settings, net,
-                                                                   seed, base_loss)):
+        results = _retouch_batch(batch, scorer.device, loss, ops, settings, net, seed, base_loss)
+        befores = {path: (value, error) for path, value, error in scorer.iter_scores([src for src, _, _ in batch])}
+        for (src, dst, photo), result in zip(batch, results):
+            before, error = befores[src]  # the files' scores, as `persaes score` gives them
             try:
                 if isinstance(result, Exception):
                     raise result
-                before = float(scorer.score([src])[0])  # the files' scores, as `persaes score` gives them
+                if before is None:
+                    raise ImageError(error)
                 data = encode_photo(result[0], dst, photo)  # a photo that cannot be written fails here, old output kept
             except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo
                 failed(_failure(src, exc))
