@@ -67,7 +67,7 @@ from persaes.io.checkpoint import tensors_digest
 from persaes.io.images import ImageError, Photo, iter_images, read_photo, to_pil
 from persaes.io.png16 import encode_png16
 from retouch import OPS, RetouchNet
-from retouch.optimize import EditSettings
+from retouch.optimize import FIT_BATCH, EditSettings
 
 SCORES_FILE = "scores.csv"
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
@@ -335,7 +335,7 @@ def retouch_folder(
     base: Scorer | None = None,
     base_name: str = "",
     redo: bool = False,
-    batch_size: int = 8,
+    batch_size: int = FIT_BATCH,
 ) -> RetouchSummary:
     """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring).
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from retouch import RetouchNet
 from retouch.color import check_image
-from retouch.optimize import EditSettings, LossFn, optimize_edits
+from retouch.optimize import FIT_BATCH, EditSettings, LossFn, optimize_edits
 
 __all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "retouch_images", "taste_settings"]
 
@@ -62,7 +62,7 @@ def is_greyscale(image: Tensor) -> bool:
 
 def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], settings: EditSettings,
                    net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None,
-                   batch_size: int = 8) -> list[Tensor]:
+                   batch_size: int = FIT_BATCH) -> list[Tensor]:
     """Retouch full-size photos: fitted edits (``net`` None) or the network's one pass.
 
     Fitted edits of photos of one working size are fitted together, ``batch_size`` at a time
