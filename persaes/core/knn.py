@@ -62,9 +62,24 @@ class _Neighbours:
     def __len__(self) -> int:
         raise NotImplementedError
 
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        raise NotImplementedError
+
     def search(self, queries: torch.Tensor, k: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
         """The k most cosine-similar references of each query, best first (see :meth:`KnnIndex.search`)."""
         raise NotImplementedError
+
+    def _queries(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+        """``queries`` normalised and checked against the index, and ``k`` clamped to its size."""
+        name = f"{type(self).__name__}.search"
+        if k < 1:
+            raise ValueError(f"{name}: k must be >= 1, got {k}")
+        q = _normalise(queries, "queries")
+        if q.shape[1] != self.dim:
+            raise ValueError(f"{name}: queries have dim {q.shape[1]}, index has {self.dim}")
+        return q, min(k, len(self))
 
     def union(self, queries: torch.Tensor, k: int = 50) -> torch.Tensor:
         """Sorted unique indices of all k nearest neighbours of all queries.
@@ -174,12 +189,7 @@ class KnnIndex(_Neighbours):
 
             scores, idx = index.search(album_features, k=50)
         """
-        if k < 1:
-            raise ValueError(f"KnnIndex.search: k must be >= 1, got {k}")
-        q = _normalise(queries, "queries")
-        if q.shape[1] != self.dim:
-            raise ValueError(f"KnnIndex.search: queries have dim {q.shape[1]}, index has {self.dim}")
-        k = min(k, len(self))
+        q, k = self._queries(queries, k)
         best_scores = torch.empty(q.shape[0], 0)
         best_idx = torch.empty(q.shape[0], 0, dtype=torch.long)
         for start in range(0, len(self), self.chunk_size):
@@ -354,10 +364,6 @@ class ApproximateKnnIndex(_Neighbours):
 
             scores, idx = index.search(album_features, k=50)
         """
-        if k < 1:
-            raise ValueError(f"ApproximateKnnIndex.search: k must be >= 1, got {k}")
-        q = _normalise(queries, "queries")
-        if q.shape[1] != self.dim:
-            raise ValueError(f"ApproximateKnnIndex.search: queries have dim {q.shape[1]}, index has {self.dim}")
-        scores, idx = self.index.search(q.numpy(), min(k, len(self)))
+        q, k = self._queries(queries, k)
+        scores, idx = self.index.search(q.numpy(), k)
         return torch.from_numpy(scores), torch.from_numpy(idx).long()
