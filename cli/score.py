@@ -15,7 +15,14 @@ from persaes.core.device import resolve_device
 from persaes.core.scorer import Scorer, format_score, load_scorer
 from persaes.io.checkpoint import CheckpointError
 from persaes.io.images import iter_images
-from persaes.io.scores import append_partial, check_score_file, done_scores, remove_partials, write_scores
+from persaes.io.scores import (
+    append_partial,
+    check_score_file,
+    done_scores,
+    remove_partials,
+    score_records,
+    write_scores,
+)
 
 
 @click.command("score")
@@ -146,7 +153,7 @@ def _emit(rows: list[tuple[str, float]], out: Path | None, as_json: bool, stream
         write_scores(out, rows)
         remove_partials(out)
     elif as_json:
-        results = [{"path": name, "score": float(format_score(value))} for name, value in rows]
+        results = score_records(rows)
         text = json.dumps(results, indent=1, ensure_ascii=False)
         click.echo(text if printable(text) == text else json.dumps(results, indent=1))  # JSON's own escapes
     elif not stream:

@@ -262,11 +262,16 @@ class ColorAdjust(nn.Module):
 
     def render(self, image: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """Apply the op with raw ``params`` (this module's parameter names, batch 1 or B) to ``image``."""
+        gains, factor, lut = self._bounded(params, image)
+        return apply_lut(saturation(white_balance(image, gains), factor), lut)
+
+    def _bounded(self, params: Mapping[str, Tensor], image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Raw ``params`` as the edit's white-balance gains, saturation factor and LUT (in [0, 1]), for ``image``."""
         residual = soft_bound(params["lut_residual"], _LUT_RESIDUAL_BOUND)
-        lut = identity_lut(self.lut_size, device=image.device, dtype=image.dtype) + residual
-        balanced = white_balance(image, soft_bound(params["log_gains"], _LOG_GAIN_BOUND).exp())
-        factor = soft_bound(params["raw_saturation"], _LOG_SATURATION_BOUND).exp()
-        return apply_lut(saturation(balanced, factor), lut.clamp(0.0, 1.0))
+        lut = (identity_lut(self.lut_size, device=image.device, dtype=image.dtype) + residual).clamp(0.0, 1.0)
+        gains = soft_bound(params["log_gains"], _LOG_GAIN_BOUND).exp().to(image.dtype)
+        factor = soft_bound(params["raw_saturation"], _LOG_SATURATION_BOUND).exp().to(image.dtype)
+        return gains, factor, lut
 
     def forward(self, image: Tensor) -> Tensor:
         """:math:`(B, 3, H, W)` in :math:`[0, 1]` -> same shape and range."""
@@ -295,11 +300,8 @@ class ColorAdjust(nn.Module):
             True
         """
         check_image(image)
-        residual = soft_bound(self.lut_residual, _LUT_RESIDUAL_BOUND)
-        lut = (identity_lut(self.lut_size, device=image.device, dtype=image.dtype) + residual).clamp(0.0, 1.0)
+        gains, factor, lut = self._bounded(dict(self.named_parameters()), image)
         slices = _lut_slices(lut)
-        gains = soft_bound(self.log_gains, _LOG_GAIN_BOUND).exp().to(image.dtype)
-        factor = soft_bound(self.raw_saturation, _LOG_SATURATION_BOUND).exp().to(image.dtype)
 
         def apply(band: Tensor, top: int) -> Tensor:
             return _apply_lut_slices(saturation(white_balance(band, gains), factor), slices, self.lut_size)

@@ -166,7 +166,6 @@ def coarse_start(retoucher: Retoucher, objective: Callable[[], Tensor]) -> None:
             best_value = torch.where(better, value, best_value)
             for key in start:
                 best[key][better] = getattr(op, key)[better]
-            for key in start:
                 getattr(op, key).copy_(current[key])
         for key, value in best.items():
             getattr(op, key).copy_(value)
@@ -281,10 +280,10 @@ def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = OPS,
         The fitted :class:`Retoucher` (on ``image``'s device), started from
         :func:`coarse_start`; the step with the lowest objective is kept. Apply it to the full photo with
         ``retouch_full``.
+
+    Raises:
+        ValueError: ``image`` is not one photo in ``[0, 1]`` (:func:`optimize_edits` checks it).
     """
-    check_image(image)
-    if image.shape[0] != 1:
-        raise ValueError(f"optimize_edit fits one photo at a time, got a batch of {image.shape[0]}")
     return optimize_edits([image], loss_fn, ops, settings, seed)[0]
 
 

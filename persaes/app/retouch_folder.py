@@ -398,14 +398,17 @@ def retouch_folder(
     if progress:
         progress(0, len(todo))
 
-    def failed(message: str) -> None:
+    def counted() -> None:
         nonlocal done
-        summary.failed.append(message)
         done += 1
-        if on_error:
-            on_error(message)
         if progress:
             progress(done, len(todo))
+
+    def failed(message: str) -> None:
+        summary.failed.append(message)
+        if on_error:
+            on_error(message)
+        counted()
 
     for batch in _photo_batches(todo, failed, batch_size):
         results = _retouch_batch(batch, scorer.device, loss, ops, settings, net, seed, base_loss)
@@ -423,9 +426,7 @@ def retouch_folder(
                 continue
             _write_result(dst, data, scorer, scores, out_dir, {"model": model_name, "settings": record}, before)
             summary.done += 1
-            done += 1
-            if progress:
-                progress(done, len(todo))
+            counted()
     return summary
 
 
@@ -466,15 +467,10 @@ def _retouch_batch(batch: list[tuple[Path, Path, Photo]], device: Any, loss: Aes
     try:
         return list(retouch_images(images, loss, ops, settings, net, seed, base_loss))
     except RuntimeError as exc:
-        if len(images) == 1:
+        if len(batch) == 1:
             return [exc]
-    results: list[Tensor | Exception] = []
-    for image in images:
-        try:
-            results.append(retouch_images([image], loss, ops, settings, net, seed, base_loss)[0])
-        except RuntimeError as exc:
-            results.append(exc)
-    return results
+    return [result for item in batch
+            for result in _retouch_batch([item], device, loss, ops, settings, net, seed, base_loss)]
 
 
 def _write_result(dst: Path, data: bytes, scorer: Scorer, scores: dict[str, dict[str, str]], out_dir: Path,

@@ -98,6 +98,8 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
     """
     for image in images:
         check_image(image)
+        if image.shape[0] != 1:
+            raise ValueError(f"each photo is one image (1×3×H×W), got a batch of {image.shape[0]}")
     if net is not None:
         if base is not None:
             raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
@@ -133,7 +135,4 @@ def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: Edi
     Raises:
         ValueError: ``net`` and ``base`` are both given, or ``image`` is not a one-photo batch.
     """
-    check_image(image)
-    if image.shape[0] != 1:
-        raise ValueError(f"retouch_image retouches one photo at a time, got a batch of {image.shape[0]}")
     return retouch_images([image], loss, ops, settings, net, seed, base)[0]

@@ -42,7 +42,7 @@ from persaes.io.atomic import atomic_write_bytes
 from persaes.io.jsonl import append_json_lines
 
 __all__ = ["FORMATS", "append_partial", "check_score_file", "done_scores", "partial_path", "read_scores",
-           "remove_partials", "write_scores"]
+           "remove_partials", "score_records", "write_scores"]
 
 FORMATS = (".json", ".csv")
 """The suffixes of score files, which choose their format."""
@@ -71,6 +71,16 @@ def _rounded(score: float) -> float:
     return float(format_score(score))
 
 
+def score_records(rows: Sequence[tuple[str, float]]) -> list[dict[str, str | float]]:
+    """``rows`` (path, score) as the JSON list ``persaes score --json`` prints: ``{"path", "score"}`` objects.
+
+    Example:
+        >>> score_records([("a.jpg", 6.12345)])
+        [{'path': 'a.jpg', 'score': 6.123}]
+    """
+    return [{"path": name, "score": _rounded(score)} for name, score in rows]
+
+
 def write_scores(path: str | os.PathLike[str], rows: Sequence[tuple[str, float]]) -> None:
     """Write ``rows`` (path, score), in order, as the JSON or CSV score file ``path``, atomically.
 
@@ -80,7 +90,7 @@ def write_scores(path: str | os.PathLike[str], rows: Sequence[tuple[str, float]]
     """
     file = check_score_file(path)
     if file.suffix.lower() == ".json":
-        records = [{"path": name, "score": _rounded(score)} for name, score in rows]
+        records = score_records(rows)
         text = json.dumps(records, indent=1, ensure_ascii=False) + "\n"
         try:
             data = text.encode("utf-8")
@@ -150,7 +160,7 @@ def _partials(path: str | os.PathLike[str]) -> list[Path]:
 
 def append_partial(path: str | os.PathLike[str], rank: int, rows: Sequence[tuple[str, float]]) -> None:
     """Append ``rows`` (path, score) to process ``rank``'s partial file beside ``path``, durably."""
-    append_json_lines(partial_path(path, rank), [{"path": name, "score": _rounded(score)} for name, score in rows])
+    append_json_lines(partial_path(path, rank), score_records(rows))
 
 
 def _read_partial(file: Path) -> dict[str, float]:
