@@ -171,7 +171,7 @@ def plot(curves: dict[str, dict[int, float]], generic: dict[str, float], out: Pa
     image.save(out)
 
 
-def retouch_direction(taste: ConsistentTaste, profile_head, scorer, photos: list[torch.Tensor],
+def retouch_direction(taste: ConsistentTaste, profile_head, scorer, originals: list[torch.Tensor],
                       generic_out: list[torch.Tensor], settings: EditSettings) -> float:
     """Share of photos whose retouch with the profile (on the generic retouch) moves the taste's
     feature the taste's way relative to the generic retouch."""
@@ -182,8 +182,8 @@ def retouch_direction(taste: ConsistentTaste, profile_head, scorer, photos: list
     loss = AestheticLoss(personal)
     feature = TASTE_FEATURES.index(AXES[taste.axis])
     moved = []
-    for start in generic_out:
-        out = retouch_image(start, loss, OPS, taste_settings(settings))
+    for start, original in zip(generic_out, originals):
+        out = retouch_image(start, loss, OPS, taste_settings(settings), original=original)
         with torch.no_grad():
             moved.append(taste.sign * float(taste_features(out)[0, feature] - taste_features(start)[0, feature]) > 0)
     return sum(moved) / len(moved)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +44,7 @@ from persaes.eval.simulate import TASTES
 from persaes.io.images import load_image
 from persaes.io.preferences import sample_pairs
 from retouch import OPS
-from retouch.metrics import TASTE_FEATURES, taste_features
+from retouch.metrics import TASTE_FEATURES, clipped_share, near_neutral_mask, neutral_chroma, taste_features
 from retouch.optimize import EditSettings
 
 ANSWERS = 100
@@ -62,6 +64,26 @@ def build_album(root: Path, data: Path, names: list[str], seed: int) -> list[tup
     pairs += sample_pairs([f"{n}.jpg" for n in names], ANSWERS - len(pairs), seed)
     random.Random(seed).shuffle(pairs)
     return pairs
+
+
+#: Photos with fewer near-neutral pixels than this share have no near-neutral *region* to keep neutral: their
+#: chroma column would be the mean of a handful of pixels (one held-out photo has 2 of 200,000).
+NEUTRAL_AREA = 0.001
+
+
+@torch.no_grad()
+def faithfulness(originals: list[torch.Tensor], outputs: list[torch.Tensor]) -> dict:
+    """Per photo, the clipped-pixel share of the output minus the original's (percentage points) and the chroma
+    of the original's near-neutral pixels in the output (CIELAB; NaN for a photo with under :data:`NEUTRAL_AREA`
+    of such pixels); their mean and max."""
+    clipped = [100 * float(clipped_share(out) - clipped_share(x)) for x, out in zip(originals, outputs)]
+    chroma = [float(neutral_chroma(out, x)) if float(near_neutral_mask(x).float().mean()) >= NEUTRAL_AREA
+              else math.nan for x, out in zip(originals, outputs)]
+    measured = [c for c in chroma if not math.isnan(c)]
+    return {"clipped_pp": clipped, "neutral_chroma": chroma,
+            "clipped_pp_mean": statistics.mean(clipped), "clipped_pp_max": max(clipped),
+            "neutral_chroma_mean": statistics.mean(measured) if measured else math.nan,
+            "neutral_chroma_max": max(measured) if measured else math.nan, "neutral_photos": len(measured)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,19 +137,23 @@ def main(argv: list[str] | None = None) -> int:
             # on top of the generic retouch: that is retouch_image(..., base=generic_loss), whose first
             # stage is generic_out already
             starts, taste = (generic_out, taste_settings(settings)) if args.base == "generic" else (originals, settings)
-            personal_out = [retouch_image(x, loss, OPS, taste, seed=args.seed) for x in starts]
+            personal_out = [retouch_image(x, loss, OPS, taste, seed=args.seed, original=o)
+                            for x, o in zip(starts, originals)]
         with torch.no_grad():
             g = torch.cat([taste_features(x) for x in generic_out])
             p = torch.cat([taste_features(x) for x in personal_out])
             o = torch.cat([taste_features(x) for x in originals])
         weights = torch.tensor(user.weights)
         wins = ((p @ weights) > (g @ weights)).float()
+        clipped = faithfulness(originals, personal_out)
+        clipped["generic"] = faithfulness(originals, generic_out)
         results[user_name] = {
             "win_rate": float(wins.mean()),
             "feature_change_vs_generic": dict(zip(TASTE_FEATURES, (p - g).mean(0).tolist())),
             "feature_change_vs_original": {"generic": dict(zip(TASTE_FEATURES, (g - o).mean(0).tolist())),
                                            "personal": dict(zip(TASTE_FEATURES, (p - o).mean(0).tolist()))},
             "photos_lost": [name for name, won in zip(test_names, wins.tolist()) if not won],
+            **clipped,
             "answers": report.answered, "inferred_pairs": report.inferred,
         }
         print(f"{user_name} done ({time.time() - started:.0f} s)", file=sys.stderr)
@@ -138,13 +164,17 @@ def main(argv: list[str] | None = None) -> int:
                                 *(argv if argv is not None else sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
-    print("| user | win rate | " + " | ".join(f"Δ {f}" for f in TASTE_FEATURES) + " |")
-    print("|---|---|" + "---|" * len(TASTE_FEATURES))
+    print("| user | win rate | " + " | ".join(f"Δ {f}" for f in TASTE_FEATURES)
+          + " | new clipped pp (mean / max) | near-neutral chroma (mean / max) |")
+    print("|---|---|" + "---|" * len(TASTE_FEATURES) + "---|---|")
     for name, r in results.items():
         deltas = " | ".join(f"{r['feature_change_vs_generic'][f]:+.4f}" for f in TASTE_FEATURES)
-        print(f"| {name} | {r['win_rate']:.2f} | {deltas} |")
-    print(f"\nΔ = personalized minus generic output, mean over {len(test_names)} held-out photos; "
-          f"{out['seconds']} s")
+        print(f"| {name} | {r['win_rate']:.2f} | {deltas} | {r['clipped_pp_mean']:+.2f} / {r['clipped_pp_max']:+.2f} "
+              f"| {r['neutral_chroma_mean']:.2f} / {r['neutral_chroma_max']:.2f} |")
+    counted = ", ".join(str(r["neutral_photos"]) for r in results.values())
+    print(f"\nΔ = personalized minus generic output, mean over {len(test_names)} held-out photos; clipped: the "
+          f"personalized output's share minus the original's; chroma: over the original's near-neutral pixels, "
+          f"photos with at least {NEUTRAL_AREA:.1%} of them ({counted}); {out['seconds']} s")
     return 0
 
 

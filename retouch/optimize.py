@@ -64,6 +64,12 @@ class EditSettings:
         patience: a photo's fit stops once its objective has not improved by ``min_improvement`` for this
             many steps; 0 runs every step.
         min_improvement: the least fall of the objective that counts as an improvement for ``patience``.
+        loss_odds: 0 fits the loss as it is; ``R > 0`` fits a loss with values in ``(0, R)`` (an
+            :class:`~persaes.core.aesthetic_loss.AestheticLoss`: 9) as its log-odds :func:`odds_loss`, whose
+            slope is 1 at ``R / 2`` and grows toward either end, the guards scaled by that slope
+            (:func:`odds_slope`) so that they still outweigh any gain. A profile's score saturates near 1 and 10
+            for photos its taste puts far to one side, where ``10 − f(x)`` is flat and the taste no longer
+            moves the edit (:func:`persaes.core.retouching.taste_settings`).
     """
 
     steps: int = 10
@@ -75,6 +81,7 @@ class EditSettings:
     neutral_guard: float = 0.2
     patience: int = 0
     min_improvement: float = 0.0
+    loss_odds: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 0 and isinstance(self.work_size, int)
@@ -85,7 +92,7 @@ class EditSettings:
             raise ValueError(f"patience must be a whole number >= 0, got {self.patience!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard", "min_improvement"):
+        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard", "min_improvement", "loss_odds"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -94,13 +101,58 @@ class EditSettings:
         return asdict(self)
 
 
+ODDS_FLOOR = 1e-3
+""":func:`odds_loss` holds a loss this close to either end of its range: nearer, a score's float32 softmax has no
+reliable slope left."""
+
+
+def odds_loss(losses: Tensor, top: float) -> Tensor:
+    """Return ``(top / 4)·log(L / (top − L))`` of losses ``L`` in ``(0, top)``: their log-odds, slope 1 at ``top / 2``.
+
+    Monotone in ``L``, so it ranks edits as the loss does, but it does not flatten toward the ends of the
+    range: halving a loss of 0.1 gains as much as halving one of 1. ``L`` is held within
+    :data:`ODDS_FLOOR` of each end.
+
+    Args:
+        losses: any shape, values in ``[0, top]``.
+        top: the top of the loss's range (> 0).
+
+    Returns:
+        The same shape, values in about ``±(top / 4)·log(top / ODDS_FLOOR)``.
+
+    Example:
+        >>> odds_loss(torch.tensor([4.5, 0.1, 0.05]), 9.0)
+        tensor([  0.0000, -10.0994, -11.6716])
+    """
+    if not top > 0:
+        raise ValueError(f"top must be > 0, got {top!r}")
+    held = losses.clamp(ODDS_FLOOR, top - ODDS_FLOOR)
+    return top / 4 * torch.log(held / (top - held))
+
+
+def odds_slope(losses: Tensor, top: float) -> Tensor:
+    """Return the slope of :func:`odds_loss` at losses ``L``: ``top² / (4·L·(top − L))``, at least 1.
+
+    Where :func:`odds_loss` holds ``L`` (within :data:`ODDS_FLOOR` of an end) it has no slope; there this is 1,
+    the loss's own.
+
+    Example:
+        >>> odds_slope(torch.tensor([4.5, 0.1, 0.0]), 9.0)
+        tensor([ 1.0000, 22.7528,  1.0000])
+    """
+    inside = (losses > ODDS_FLOOR) & (losses < top - ODDS_FLOOR)
+    held = losses.clamp(ODDS_FLOOR, top - ODDS_FLOOR)
+    return torch.where(inside, top ** 2 / (4 * held * (top - held)), torch.ones_like(held))
+
+
 def edit_objectives(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizers: Tensor,
-                    settings: EditSettings) -> Tensor:
+                    settings: EditSettings, original: Tensor | None = None) -> Tensor:
     """Return each photo's objective, which its edit is fitted to minimise: loss, regularisers and guards.
 
-    A photo's objective is ``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer``, plus the
-    guards: ``clip_guard·new_clipping(edited, source) + neutral_guard·neutral_cast(edited, source)``. The guards hold
-    however much the loss gains: no taste licenses clipping or casts.
+    A photo's objective is ``loss(edited) + fidelity·mean|edited − source| + regularization·regularizer`` (with
+    ``settings.loss_odds``, :func:`odds_loss` of the loss, and the guards times its :func:`odds_slope`), plus the
+    guards: ``clip_guard·new_clipping(edited, original) + neutral_guard·neutral_cast(edited, original)``. The guards
+    hold however much the loss gains: no taste licenses clipping or casts.
 
     Args:
         loss_fn: images → one loss per photo (B), or a scalar when B is 1.
@@ -108,6 +160,8 @@ def edit_objectives(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer
         source: the photos before the edit, same shape.
         regularizers: each photo's edit regulariser, :math:`(B,)`.
         settings: the weights of the terms.
+        original: the photos as they were before any retouch, which the guards measure clipping and casts
+            against (default: ``source``; for an edit on top of another retouch, the untouched photos), same shape.
 
     Returns:
         :math:`(B,)` objectives.
@@ -119,7 +173,13 @@ def edit_objectives(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer
     if len(losses) != len(edited):
         raise ValueError(f"the loss gives {len(losses)} value(s) for {len(edited)} photos; fitting several photos "
                          "at once needs one loss per photo (e.g. AestheticLoss(reduction='none'))")
-    guards = settings.clip_guard * new_clipping(edited, source) + settings.neutral_guard * neutral_cast(edited, source)
+    original = source if original is None else original
+    guards = (settings.clip_guard * new_clipping(edited, original)
+              + settings.neutral_guard * neutral_cast(edited, original))
+    if settings.loss_odds:
+        # the guards keep their price in the loss's own units: scaled by the log-odds' slope where the photo is
+        guards = guards * odds_slope(losses.detach(), settings.loss_odds)
+        losses = odds_loss(losses, settings.loss_odds)
     fidelity = (edited - source).abs().mean(dim=(1, 2, 3))
     return losses + settings.fidelity * fidelity + settings.regularization * regularizers + guards
 
@@ -180,12 +240,16 @@ def _widen(retoucher: Retoucher, rows: int) -> Retoucher:
     return retoucher
 
 
-def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: EditSettings) -> list[Retoucher]:
-    """Fit the edits of B photos of one size (``small``, :math:`(B, 3, h, w)`) together; one chain per photo."""
+def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: EditSettings,
+               original: Tensor) -> list[Retoucher]:
+    """Fit the edits of B photos of one size together; one chain per photo.
+
+    ``small`` is :math:`(B, 3, h, w)`; ``original`` (what the guards measure against) has the same shape.
+    """
     retoucher = _widen(Retoucher(ops).to(small.device), len(small))
     if settings.steps > 0:
         coarse_start(retoucher, lambda: edit_objectives(loss_fn, retoucher(small), small,
-                                                        row_regularizations(retoucher), settings))
+                                                        row_regularizations(retoucher), settings, original))
     optimizer = torch.optim.Adam(retoucher.parameters(), lr=settings.lr)
     best_values = torch.full((len(small),), float("inf"))
     best_state = retoucher.state()
@@ -194,7 +258,7 @@ def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: Edi
     for step in range(settings.steps + 1):
         params = {key: value[active] for key, value in retoucher.named_parameters()}
         values = edit_objectives(loss_fn, retoucher.render(small[active], params), small[active],
-                                 row_regularizations(retoucher, params), settings)
+                                 row_regularizations(retoucher, params), settings, original[active])
         found = values.detach().cpu()
         better = found < best_values[active]
         progress = found < best_values[active] - settings.min_improvement
@@ -214,7 +278,8 @@ def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: Edi
 
 
 def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str] = OPS,
-                   settings: EditSettings | None = None, seed: int = 0, batch_size: int = FIT_BATCH) -> list[Retoucher]:
+                   settings: EditSettings | None = None, seed: int = 0, batch_size: int = FIT_BATCH,
+                   originals: Sequence[Tensor] | None = None) -> list[Retoucher]:
     """Fit the edit parameters of several photos, those of one working size together in batches.
 
     Each photo's edit is what :func:`optimize_edit` fits for it alone (the photos of a batch share the
@@ -231,10 +296,15 @@ def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str]
         settings: steps, learning rate, early stopping and regulariser weights.
         seed: fixes any randomness (deterministic on the CPU).
         batch_size: most photos fitted together.
+        originals: for edits made on top of another retouch (``images``), the untouched photos, each the size
+            of its image: the guards hold the edits to them (:func:`edit_objectives`). Default: ``images``.
 
     Returns:
         One fitted :class:`Retoucher` per photo, in order (on its device). Apply it to the full photo with
         ``retouch_full``.
+
+    Raises:
+        ValueError: an image is not one photo in ``[0, 1]``, or ``originals`` do not match ``images``.
 
     Example:
         >>> photos = [0.3 * torch.rand(1, 3, 24, 32), 0.5 * torch.rand(1, 3, 32, 24)]
@@ -250,8 +320,11 @@ def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str]
         check_image(image)
         if image.shape[0] != 1:
             raise ValueError(f"each photo is one image (1×3×H×W), got a batch of {image.shape[0]}")
+    if originals is not None and [o.shape for o in originals] != [i.shape for i in images]:
+        raise ValueError("originals must be one photo of the same size for each image")
     torch.manual_seed(seed)
     smalls = [resize_to_fit(image, settings.work_size).detach() for image in images]
+    guarded = smalls if originals is None else [resize_to_fit(o, settings.work_size).detach() for o in originals]
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, small in enumerate(smalls):
         by_shape.setdefault(tuple(small.shape), []).append(index)
@@ -259,8 +332,9 @@ def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str]
     for indices in by_shape.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            for index, retoucher in zip(chunk, _fit_batch(torch.cat([smalls[i] for i in chunk]), loss_fn, ops,
-                                                          settings)):
+            batch = _fit_batch(torch.cat([smalls[i] for i in chunk]), loss_fn, ops, settings,
+                               torch.cat([guarded[i] for i in chunk]))
+            for index, retoucher in zip(chunk, batch):
                 fitted[index] = retoucher
     return [retoucher for retoucher in fitted if retoucher is not None]
 

@@ -41,7 +41,6 @@ from PIL import Image, ImageDraw
 
 from persaes.app.progress import ProgressCallback
 from persaes.app.retouch_folder import RetouchSummary, plan, retouch_folder
-from persaes.core.retouching import taste_settings
 from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_text
 from persaes.io.images import ImageError, open_rgb
@@ -84,9 +83,9 @@ def compare_folder(
     """Retouch ``in_dir`` generically and personally, side by side; write the report.
 
     The personal column is the personal scorer's retouch on top of the generic one, as
-    ``persaes retouch --profile`` makes it, fitted on the generic column's files
-    (``personal/scores.csv``'s score before is that of the generic retouch), so each photo's
-    generic edit is fitted once.
+    ``persaes retouch --profile`` makes it: each photo's generic edit is fitted again in that run
+    (the same edit: the fits are deterministic), so that the profile's edit is held to the
+    untouched photo, clipping and casting nothing it did not.
 
     Args:
         in_dir: the photos (searched recursively; ``_variants/`` left out); never written to.
@@ -95,7 +94,7 @@ def compare_folder(
         personal: the profile: the personal column's edits and the personal scores.
         ops: the ops to fit (see :data:`retouch.OPS`).
         settings: how the generic edits are fitted; the personal ones with
-            :func:`~persaes.core.retouching.taste_settings` of them.
+            :func:`~persaes.core.retouching.taste_settings` of them, on top.
         limit: retouch only the first ``limit`` photos.
         progress: told each column's photos retouched (see
             :data:`~persaes.app.progress.ProgressCallback`); the generic column's run, then the personal one's.
@@ -122,14 +121,19 @@ def compare_folder(
                 os.symlink(src.resolve(), link)
         in_dir = subset
     settings = settings or EditSettings()
-    # the personal column is the generic column's photos retouched further against the profile:
-    # retouch_image(..., base=generic) without fitting the generic edit a second time
+    told: set[str] = set()
+
+    def tell(message: str) -> None:  # a photo that fails in both columns is told once
+        if on_error and message not in told:
+            told.add(message)
+            on_error(message)
+
     summaries: list[RetouchSummary] = [
         # the report folder is the comparison's own: photos made with other settings are made again
-        retouch_folder(in_dir, report_dir / "generic", generic, ops, settings, progress=progress, on_error=on_error,
+        retouch_folder(in_dir, report_dir / "generic", generic, ops, settings, progress=progress, on_error=tell,
                        model_name="generic", redo=True),
-        retouch_folder(report_dir / "generic", report_dir / "personal", personal, ops, taste_settings(settings),
-                       progress=progress, on_error=on_error, model_name="personal", redo=True),
+        retouch_folder(in_dir, report_dir / "personal", personal, ops, settings, progress=progress, on_error=tell,
+                       model_name="personal", base=generic, base_name="generic", redo=True),
     ]
     failed = sorted({f for s in summaries for f in s.failed})
     rows: list[Row] = []

@@ -21,6 +21,7 @@ import torch
 from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
+from persaes.core.aesthetic_loss import AestheticLoss
 from retouch import RetouchNet
 from retouch.color import check_image
 from retouch.optimize import FIT_BATCH, EditSettings, LossFn, optimize_edits
@@ -38,13 +39,19 @@ a taste move its photos without bolder casts (benchmarks/README.md, §3)."""
 def taste_settings(settings: EditSettings) -> EditSettings:
     """The settings a profile's edit is fitted with on top of a base retouch.
 
+    The profile's loss is fitted as its log-odds (:func:`retouch.optimize.odds_loss` over the
+    aesthetic loss's range): a consistent taste puts many photos near a score of 1 or 10, where
+    ``10 − f(x)`` is flat, and a photo the profile already scores 9.93 was left as the base
+    retouch made it however strongly the taste leans (benchmarks/README.md, §5).
+
     Args:
         settings: the settings of the base retouch.
 
     Returns:
-        ``settings`` with :data:`TASTE_FIDELITY_SHARE` of the fidelity weight.
+        ``settings`` with :data:`TASTE_FIDELITY_SHARE` of the fidelity weight and the loss fitted as its log-odds.
     """
-    return replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+    return replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE,
+                   loss_odds=AestheticLoss.score_range[1])
 
 
 def is_greyscale(image: Tensor) -> bool:
@@ -62,7 +69,7 @@ def is_greyscale(image: Tensor) -> bool:
 
 def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], settings: EditSettings,
                    net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None,
-                   batch_size: int = FIT_BATCH) -> list[Tensor]:
+                   batch_size: int = FIT_BATCH, originals: Sequence[Tensor] | None = None) -> list[Tensor]:
     """Retouch full-size photos: fitted edits (``net`` None) or the network's one pass.
 
     Fitted edits of photos of one working size are fitted together, ``batch_size`` at a time
@@ -71,10 +78,11 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
 
     With ``base`` (the generic model's loss), the photos are retouched against ``base`` first,
     then those results against ``loss`` with :func:`taste_settings` (fidelity measured to the
-    base retouch): a profile's taste is a change on top of the generic retouch, so it keeps
-    the generic model's corrections (haze, casts, exposure) unless the profile argues
-    against them. Given the base retouches already, ``retouch_images(base_retouches, loss, ops,
-    taste_settings(settings))`` is the same result.
+    base retouch, clipping and casts to the untouched photo): a profile's taste is a change on
+    top of the generic retouch, so it keeps the generic model's corrections (haze, casts,
+    exposure) unless the profile argues against them. Given the base retouches already,
+    ``retouch_images(base_retouches, loss, ops, taste_settings(settings), originals=images)`` is
+    the same result.
 
     A greyscale photo (:func:`is_greyscale`) stays greyscale: its result is turned back into
     grey (the luma of the retouched image), so tonal edits apply and no colour cast appears.
@@ -89,12 +97,16 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
         seed: fixes the fits.
         base: the loss of the retouch the edits are made on top of; not with ``net``.
         batch_size: most photos fitted together.
+        originals: when ``images`` are retouches already, the untouched photos (same sizes): the edits
+            clip and cast nothing that these did not (:func:`retouch.optimize.optimize_edits`). Default:
+            ``images``.
 
     Returns:
         The retouched photos, each :math:`(1, 3, H, W)` in :math:`[0, 1]`, in order.
 
     Raises:
-        ValueError: ``net`` and ``base`` are both given, or an image is not a one-photo batch.
+        ValueError: ``net`` and ``base`` are both given, an image is not a one-photo batch, or
+            ``originals`` do not match ``images``.
     """
     for image in images:
         check_image(image)
@@ -106,17 +118,19 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
         with torch.no_grad():
             results = [net(image) for image in images]
     elif base is not None:
-        starts = retouch_images(images, base, ops, settings, seed=seed, batch_size=batch_size)
-        return retouch_images(starts, loss, ops, taste_settings(settings), seed=seed, batch_size=batch_size)
+        starts = retouch_images(images, base, ops, settings, seed=seed, batch_size=batch_size, originals=originals)
+        return retouch_images(starts, loss, ops, taste_settings(settings), seed=seed, batch_size=batch_size,
+                              originals=originals or images)
     else:
-        fitted = optimize_edits(images, loss, ops, settings, seed, batch_size)
+        fitted = optimize_edits(images, loss, ops, settings, seed, batch_size, originals)
         results = [retoucher.retouch_full(image) for retoucher, image in zip(fitted, images)]
     return [rgb_to_grayscale(result).expand_as(result).contiguous() if is_greyscale(image) else result
-            for result, image in zip(results, images)]
+            for result, image in zip(results, originals or images)]
 
 
 def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: EditSettings,
-                  net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None) -> Tensor:
+                  net: RetouchNet | None = None, seed: int = 0, base: LossFn | None = None,
+                  original: Tensor | None = None) -> Tensor:
     """Retouch one full-size photo (:func:`retouch_images` of one photo).
 
     Args:
@@ -128,11 +142,15 @@ def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: Edi
         net: a trained retouching network; it replaces fitting.
         seed: fixes the fit.
         base: the loss of the retouch the edit is made on top of; not with ``net``.
+        original: when ``image`` is a retouch already, the untouched photo (same size), which the guards
+            hold the edit to.
 
     Returns:
         The retouched photo, :math:`(1, 3, H, W)` in :math:`[0, 1]`.
 
     Raises:
-        ValueError: ``net`` and ``base`` are both given, or ``image`` is not a one-photo batch.
+        ValueError: ``net`` and ``base`` are both given, ``image`` is not a one-photo batch, or
+            ``original`` does not match it.
     """
-    return retouch_images([image], loss, ops, settings, net, seed, base)[0]
+    return retouch_images([image], loss, ops, settings, net, seed, base,
+                          originals=None if original is None else [original])[0]

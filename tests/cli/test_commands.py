@@ -126,10 +126,8 @@ def test_retouch_fits_a_profile_on_top_of_the_base_retouch(photos: list[Path], t
     assert refused.exit_code == 2 and "--base is for fitted edits" in refused.output
 
 
-def test_compare_retouches_the_generic_column_further_for_the_personal_one(photos: list[Path], tmp_path: Path) -> None:
-    from persaes.core.retouching import TASTE_FIDELITY_SHARE
+def test_compare_personal_column_is_the_retouch_with_the_profile(photos: list[Path], tmp_path: Path) -> None:
     from persaes.core.scorer import resolve_weights
-    from retouch.optimize import EditSettings
 
     album = tmp_path / "album"
     album.mkdir()
@@ -139,15 +137,12 @@ def test_compare_retouches_the_generic_column_further_for_the_personal_one(photo
     result = run("compare", str(album), "--profile", profile, "--out", str(tmp_path / "report"), *common)
     assert result.exit_code == 0, result.output
     report = tmp_path / "report"
-    # the generic edit is fitted once: the personal column is `retouch` of the generic column's files
-    # with the profile alone, held with its share of the fidelity weight
-    fidelity = str(EditSettings.fidelity * TASTE_FIDELITY_SHARE)
-    again = run("retouch", str(report / "generic"), str(tmp_path / "again"), "--profile", profile, "--base", "none",
-                 "--fidelity", fidelity, *common)
+    # the personal column is `persaes retouch --profile`: the generic edit, the profile's on top of it
+    again = run("retouch", str(album), str(tmp_path / "again"), "--profile", profile, *common)
     assert again.exit_code == 0, again.output
     personal = (report / "personal" / photos[0].name).read_bytes()
     assert personal == (tmp_path / "again" / photos[0].name).read_bytes()
-    assert personal != (album / photos[0].name).read_bytes()
+    assert personal != (report / "generic" / photos[0].name).read_bytes() != (album / photos[0].name).read_bytes()
 
 
 def test_train_retoucher_then_retouch_with_the_model(photos: list[Path], tmp_path: Path) -> None:

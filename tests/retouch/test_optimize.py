@@ -7,10 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from retouch.baselines import auto_gamma
-from retouch.metrics import clipped_share, neutral_chroma
+from retouch.metrics import clipped_share, neutral_cast, neutral_chroma, new_clipping
 from retouch.optimize import (
     EditSettings,
     coarse_start,
+    edit_objectives,
+    odds_loss,
+    odds_slope,
     optimize_edit,
     optimize_edits,
     train_retouch_net,
@@ -84,6 +87,16 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
     assert float(neutral_chroma(free, photo)) > 10 and float(neutral_chroma(held, photo)) < 6
     assert float(held.mean()) > float(photo.mean()) + 0.1  # the loss still moves what the guards allow
 
+    # a score near its top, fitted as its log-odds (a profile's edit): that is greedy five times over, and the
+    # guards, scaled by the log-odds' slope, still hold
+    def saturated(images: torch.Tensor) -> torch.Tensor:
+        return 9 * torch.sigmoid(2 * greedy(images) - 3)
+
+    odds = optimize_edit(photo, saturated, ops, EditSettings(steps=30, loss_odds=9.0))(photo).detach()
+    assert float(saturated(photo)) < 0.1
+    assert added(odds) < 0.005 and float(neutral_chroma(odds, photo)) < 6
+    assert float(odds.mean()) > float(photo.mean()) + 0.1
+
 
 def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
     # the fitted edits bring each photo's mean to mid-grey: dark photos are brightened, bright ones darkened, so
@@ -102,7 +115,7 @@ def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
 
 
 @pytest.mark.parametrize("field, value", [("steps", -1), ("lr", 0.0), ("fidelity", -1.0), ("clip_guard", -0.5),
-                                          ("work_size", 8)])
+                                          ("work_size", 8), ("loss_odds", -1.0)])
 def test_edit_settings_refuse_bad_values_when_made(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         EditSettings(**{field: value})
@@ -163,3 +176,47 @@ def optimize_calls(photos: list[torch.Tensor], settings: EditSettings) -> list[i
 def test_edit_settings_refuse_a_negative_patience() -> None:
     with pytest.raises(ValueError, match="patience"):
         EditSettings(patience=-1)
+
+
+def test_odds_loss_ranks_as_the_loss_does_and_stays_steep_near_the_ends() -> None:
+    losses = torch.tensor([0.0, 0.01, 0.05, 1.0, 4.5, 8.0, 9.0], requires_grad=True)
+    odds = odds_loss(losses, 9.0)
+    odds.sum().backward()
+    assert torch.isfinite(odds).all() and torch.isfinite(losses.grad).all()
+    assert (odds[1:-1].diff() > 0).all()  # monotone: it ranks edits as the loss does
+    assert losses.grad[4] == pytest.approx(1.0)  # slope 1 at mid-range
+    assert losses.grad[2] > 40 and losses.grad[5] > 2  # steep toward the ends, where the score saturates
+    assert losses.grad[0] == 0 and losses.grad[-1] == 0  # held within ODDS_FLOOR of the ends
+    with pytest.raises(ValueError, match="top"):
+        odds_loss(losses, 0.0)
+
+
+def test_loss_odds_lets_a_saturated_loss_move_the_edit() -> None:
+    # a score already near its top: 10 − f(x) is nearly flat, and the fidelity term outweighs its slope
+    photo = torch.full((1, 3, 32, 32), 0.5)
+
+    def saturated(images: torch.Tensor) -> torch.Tensor:
+        return 9.0 * torch.sigmoid(-30.0 * (images.mean(dim=(1, 2, 3)) - 0.3))
+
+    settings = EditSettings(steps=10, work_size=32)
+    plain = optimize_edit(photo, saturated, ("exposure",), settings).retouch_full(photo)
+    odds = optimize_edit(photo, saturated, ("exposure",), replace(settings, loss_odds=9.0)).retouch_full(photo)
+    assert torch.allclose(plain, photo, atol=1e-3)
+    assert float(odds.mean()) > 0.52
+
+
+def test_fitted_as_log_odds_the_guards_are_scaled_by_its_slope() -> None:
+    source = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.9
+    edited = (source * torch.tensor([1.6, 1.0, 0.7]).view(1, 3, 1, 1)).clamp(0, 1)  # clips and casts
+    losses = torch.tensor([4.5, 0.05])
+
+    def loss_fn(images: torch.Tensor) -> torch.Tensor:
+        return losses
+
+    settings = EditSettings(fidelity=0.0, loss_odds=9.0)
+    guards = settings.clip_guard * new_clipping(edited, source) + settings.neutral_guard * neutral_cast(edited, source)
+    objectives = edit_objectives(loss_fn, edited, source, torch.zeros(2), settings)
+    assert (guards > 0).all()
+    assert torch.allclose(objectives, odds_loss(losses, 9.0) + odds_slope(losses, 9.0) * guards)
+    assert odds_slope(losses, 9.0)[1] > 40  # near the top of the score the guards weigh 40 times more
+    assert odds_slope(torch.tensor([0.0, 9.0]), 9.0).tolist() == [1.0, 1.0]  # held there: no slope to scale by

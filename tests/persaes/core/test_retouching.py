@@ -9,6 +9,7 @@ import torch
 
 from persaes.core.retouching import TASTE_FIDELITY_SHARE, is_greyscale, retouch_image, taste_settings
 from retouch import RetouchNet
+from retouch.metrics import neutral_chroma
 from retouch.optimize import EditSettings
 
 FAST = EditSettings(steps=1, work_size=96)
@@ -69,7 +70,7 @@ def test_a_profile_edit_on_top_of_the_base_is_held_with_a_share_of_the_fidelity(
     # the base keeps the photo; held with the full fidelity weight, the taste would not move it either
     stacked = retouch_image(image, _mildly_brighter, ("exposure",), settings, base=_indifferent)
     shared = taste_settings(settings)
-    assert shared == replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE)
+    assert shared == replace(settings, fidelity=settings.fidelity * TASTE_FIDELITY_SHARE, loss_odds=9.0)
     assert TASTE_FIDELITY_SHARE < 0.75
     assert torch.allclose(stacked, retouch_image(image, _mildly_brighter, ("exposure",), shared), atol=1e-5)
     assert stacked.mean() > image.mean() + 0.02
@@ -85,3 +86,18 @@ def test_a_retouching_model_takes_no_base() -> None:
 def test_is_greyscale_refuses_what_is_not_an_image_batch() -> None:
     with pytest.raises(ValueError, match="shape"):
         is_greyscale(torch.rand(3, 8, 8))
+
+
+def test_an_edit_on_top_of_a_retouch_is_guarded_against_the_untouched_photo() -> None:
+    # the base retouch already cast the photo's greys beyond "near-neutral": held to the cast photo, a taste
+    # for warmth keeps that cast; held to the untouched greys, the edit on top takes it back
+    g = torch.Generator().manual_seed(0)
+    original = (0.35 + 0.3 * torch.rand(1, 1, 40, 56, generator=g)).expand(1, 3, 40, 56).contiguous()
+    cast = (original * torch.tensor([1.12, 1.0, 0.88]).view(1, 3, 1, 1)).clamp(0, 1)
+    settings = taste_settings(EditSettings(steps=10, work_size=32))
+    free = retouch_image(cast, _warmer, ("color",), settings)
+    held = retouch_image(cast, _warmer, ("color",), settings, original=original)
+    assert float(neutral_chroma(cast, original)) > 5  # the base's cast: those greys are no longer near-neutral
+    assert float(neutral_chroma(free, original)) > 5 > float(neutral_chroma(held, original))
+    with pytest.raises(ValueError, match="originals"):
+        retouch_image(cast, _warmer, ("color",), settings, original=original[..., :20])
