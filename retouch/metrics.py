@@ -255,20 +255,27 @@ def soft_clipped_share(image: Tensor, width: float = 4.0 / 255) -> Tensor:
         >>> round(float(soft_clipped_share(image)), 2)
         0.49
     """
+    return _soft_clipped(image, width).sum(dim=1)
+
+
+def _soft_clipped(image: Tensor, width: float = 4.0 / 255) -> Tensor:
+    """The soft shares of clipped highlights and of crushed shadows, :math:`(B, 2)`."""
     check_image(image)
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}")
     brightest = image.amax(dim=1)
     high = torch.sigmoid((brightest - 1.0 + width) * (4.0 / width))
     low = torch.sigmoid((width - brightest) * (4.0 / width))
-    return (high + low).flatten(1).mean(dim=1)
+    return torch.stack([high.flatten(1).mean(dim=1), low.flatten(1).mean(dim=1)], dim=1)
 
 
 def new_clipping(edited: Tensor, source: Tensor) -> Tensor:
     r"""Measure how much more of ``edited`` is clipped than of ``source``.
 
-    The measure is :math:`\max(0, s(\text{edited}) - s(\text{source}))` with :math:`s` =
-    :func:`soft_clipped_share`. Differentiable in ``edited``.
+    The measure is :math:`\max(0, h(\text{edited}) - h(\text{source})) + \max(0, l(\text{edited}) -
+    l(\text{source}))` with :math:`h` and :math:`l` the soft shares of clipped highlights and crushed shadows
+    (:func:`soft_clipped_share` is their sum): highlights an edit clips are not paid for by shadows it lifts.
+    Differentiable in ``edited``.
 
     Args:
         edited: retouched images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
@@ -281,9 +288,12 @@ def new_clipping(edited: Tensor, source: Tensor) -> Tensor:
         >>> photo = torch.full((1, 3, 4, 4), 0.6)
         >>> round(float(new_clipping(photo * 0.5, photo)), 6), bool(new_clipping(photo * 2, photo) > 0.9)
         (0.0, True)
+        >>> half = torch.cat([torch.zeros(1, 3, 2, 4), torch.full((1, 3, 2, 4), 0.8)], dim=2)  # crushed shadows
+        >>> bool(new_clipping(half + 0.3, half) > 0.45)   # lifted shadows do not pay for clipped highlights
+        True
     """
     _check_pair(edited, source)
-    return (soft_clipped_share(edited) - soft_clipped_share(source)).clamp_min(0.0)
+    return (_soft_clipped(edited) - _soft_clipped(source)).clamp_min(0.0).sum(dim=1)
 
 
 def neutral_cast(edited: Tensor, source: Tensor) -> Tensor:

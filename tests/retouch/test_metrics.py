@@ -145,7 +145,7 @@ def test_new_clipping_counts_only_what_the_edit_adds() -> None:
     assert float(new_clipping(darker, image)) < 1e-4 and float(new_clipping(image, image)) == 0.0
     added = float(clipped_share(brighter) - clipped_share(image))
     assert added > 0.1 and abs(float(new_clipping(brighter, image)) - added) < 0.05
-    assert float(new_clipping(image, brighter)) == 0.0  # undoing clipping is never penalised
+    assert float(new_clipping(image, brighter)) < 1e-6  # undoing clipping is not penalised
 
 
 def test_neutral_cast_holds_whites_and_greys_only() -> None:
@@ -162,3 +162,12 @@ def test_neutral_cast_holds_whites_and_greys_only() -> None:
     flat = grey.clone().requires_grad_()
     neutral_cast(flat, grey).sum().backward()  # chroma 0: the gradient stays finite
     assert torch.isfinite(flat.grad).all()
+
+
+def test_new_clipping_counts_highlights_and_shadows_apart() -> None:
+    # an edit that lifts crushed shadows and clips as many highlights clips something new all the same
+    source = torch.cat([torch.zeros(1, 3, 4, 8), torch.full((1, 3, 4, 8), 0.5)], dim=2)
+    edited = torch.cat([torch.full((1, 3, 4, 8), 0.3), torch.ones(1, 3, 4, 8)], dim=2)
+    assert float(soft_clipped_share(edited)) == pytest.approx(float(soft_clipped_share(source)), abs=0.01)
+    assert float(new_clipping(edited, source)) > 0.45
+    assert float(new_clipping(source, source)) == 0.0
