@@ -67,9 +67,9 @@ class EditSettings:
         loss_odds: 0 fits the loss as it is; ``R > 0`` fits a loss with values in ``(0, R)`` (an
             :class:`~persaes.core.aesthetic_loss.AestheticLoss`: 9) as its log-odds :func:`odds_loss`, whose
             slope is 1 at ``R / 2`` and grows toward either end, the guards scaled by that slope
-            (:func:`odds_slope`) so that they still outweigh any gain. A profile's score saturates near 1 and 10
-            for photos its taste puts far to one side, where ``10 − f(x)`` is flat and the taste no longer
-            moves the edit (:func:`persaes.core.retouching.taste_settings`).
+            (:func:`odds_slope`) so that they keep their price against the loss. A profile's score saturates
+            near 1 and 10 for photos its taste puts far to one side, where ``10 − f(x)`` is flat and the taste
+            no longer moves the edit (:func:`persaes.core.retouching.taste_settings`).
     """
 
     steps: int = 10
