@@ -271,6 +271,9 @@ def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: Edi
             break
         optimizer.zero_grad()
         values[keep].sum().backward()
+        for parameter in retoucher.parameters():  # a non-finite gradient (a scorer's blind spot) moves nothing
+            if parameter.grad is not None:
+                parameter.grad.nan_to_num_(0.0, 0.0, 0.0)
         optimizer.step()
         active = active[keep]
     return [Retoucher.from_state({key: value[row:row + 1] for key, value in best_state.items()}).to(small.device).eval()

@@ -138,6 +138,40 @@ def test_optimize_edits_fits_each_photo_as_it_would_be_fitted_alone() -> None:
     assert float(together[2].retouch_full(photos[2]).mean()) < float(photos[2].mean()) - 0.05  # bright: darkened
 
 
+class _NanGradientForFirst(torch.autograd.Function):
+    """Identity whose backward gives the first photo of the batch a NaN gradient (a scorer's blind spot)."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        return images.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        grad = grad.clone()
+        grad[0] = float("nan")
+        return grad
+
+
+def test_a_non_finite_gradient_moves_nothing_and_leaves_the_other_photos_as_they_were() -> None:
+    generator = torch.Generator().manual_seed(2)
+    photos = [torch.rand(1, 3, 32, 32, generator=generator) * 0.4 for _ in range(2)]
+    settings = EditSettings(steps=6, work_size=32)
+    brightness = _per_photo_brightness(0.5)
+    seen: list[torch.Tensor] = []
+
+    def loss(images: torch.Tensor) -> torch.Tensor:
+        values = brightness(_NanGradientForFirst.apply(images))
+        if images.requires_grad:  # the Adam steps (the coarse start only evaluates)
+            seen.append(values.detach())
+        return values
+
+    together = optimize_edits(photos, loss, ("exposure", "color"), settings, batch_size=2)
+    first = [float(values[0]) for values in seen]
+    assert len(first) == settings.steps + 1 and first == [first[0]] * len(first)  # its edit never moved
+    alone = optimize_edit(photos[1], _brightness_loss(0.5), ("exposure", "color"), settings)
+    assert torch.allclose(together[1].retouch_full(photos[1]), alone.retouch_full(photos[1]), atol=1e-5)
+
+
 def test_optimize_edits_refuses_a_loss_that_averages_the_batch() -> None:
     photos = [torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)]
     with pytest.raises(ValueError, match="one loss per photo"):
