@@ -29,7 +29,7 @@ from persaes.core.train import PERSONAL_PRESETS, parse_iterations
               help="K grows until the generic stage has at least this many references; 0 keeps the paper's hard K.")
 @click.option("--personal", "preset", default="taste", show_default=True, type=click.Choice(tuple(PERSONAL_PRESETS)),
               help="The personal stage: 'taste' fits a taste part whose strength the answers choose "
-              "(cross-validated); 'paper' fine-tunes the head with the hinge loss.")
+              "(by their evidence); 'paper' fine-tunes the head with the hinge loss.")
 @click.option("--iterations", default=None,
               help="Head fine-tuning iterations before the taste part (capped at the preset's passes over the "
               "pairs), or 'auto' (held-out answers decide); overrides only this field of the preset.")

@@ -24,7 +24,7 @@ Example:
     >>> append_answer(answers, Answer("mid.jpg", "bright.jpg"))
     >>> answers.read_text().splitlines()[0]
     '{"winner": "dark.jpg", "loser": "mid.jpg"}'
-    >>> fixed = PersonalSettings(style_l2=1.0, content_l2=1.0)   # too few answers to cross-validate
+    >>> fixed = PersonalSettings(style_l2=1.0, content_l2=1.0)   # fixed strengths: no choice to make
     >>> cache = FeatureCache(tmp / "cache", DEFAULT_BACKBONE, "pretrained")   # default: FeatureCache.default
     >>> report = personalize(tmp / "album", answers, tmp / "me.safetensors", device="cpu", personal=fixed,
     ...                      cache=cache)
@@ -193,7 +193,7 @@ def personal_stage(
     history: list[float] = []
     if settings.iterations:
         history = train_personal(head, source, expanded_pairs(answered), settings, seed, extra_params=extra_params)
-    choice = train_taste(head, source, answered, settings, seed) if settings.taste else None
+    choice = train_taste(head, source, answered, settings) if settings.taste else None
     return PersonalFit(history, choice)
 
 

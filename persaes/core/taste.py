@@ -11,14 +11,15 @@ distribution over 1..10 and the score rises with ``δ``), and
   clipping, saturation, colourfulness, haze, colour cast, sharpness). Content-free, and it
   responds to an edit of one photo the way it differs between photos, so a taste learned
   from answers on different photos reaches ``persaes retouch --profile``.
-* ``content(x)``: the pooled deepest backbone map, centred on the answered photos and scaled
-  by one number (their root-mean-square deviation).
+* ``content(x)``: the pooled deepest backbone map, each channel standardised over the
+  answered photos.
 
 How far the answers move the profile is their own decision: the L2 strengths of the two
-parts (``inf`` for a part left out, both ``inf`` for the generic model itself) are chosen by
-k-fold cross-validation of the held-out answers' log-likelihood; among equally good
-strengths the strongest wins. Consistent answers pick weak regularisation and carry the
-profile as far as they say; coin flips pick the generic model.
+parts (``inf`` for a part left out, both ``inf`` for the generic model itself) are those the
+answers give the most evidence for (:func:`log_evidence`, a Laplace approximation of the
+marginal likelihood); among equally good strengths the strongest wins. Consistent answers
+pick weak regularisation and carry the profile as far as they say; coin flips pick the
+generic model.
 
 Example:
     >>> logits = torch.zeros(4, 10)
@@ -42,15 +43,12 @@ from persaes.io.preferences import expand_transitive
 
 #: Logit ``i`` (score ``i + 1``) gains ``δ·TILT[i]``.
 TILT = (torch.arange(10, dtype=torch.float32) - 4.5) / 4.5
-#: Candidate L2 strengths of the style part (summed log-likelihood scale), weakest first.
-STYLE_L2 = (0.1, 1.0, 10.0, 100.0, math.inf)
-#: Candidate L2 strengths of the content part, weakest first.
-CONTENT_L2 = (1.0, 10.0, 100.0, 1000.0, math.inf)
-FOLDS = 5
-#: The generic model is kept while its cross-validated loss is within this share of a standard error of the best.
-SE_SHARE = 0.5
-#: Albums of up to this many answered photos are cross-validated leaving one photo out.
-LEAVE_ONE_OUT = 20
+#: Candidate L2 strengths of the style part (summed log-likelihood scale), weakest first. Only weak
+#: ones: on real people's answers (benchmarks/README.md §1) a style part at 10 or 100 ranks new
+#: photos worse than none, and consistent tastes choose 0.1 or 1.
+STYLE_L2 = (0.1, 1.0, math.inf)
+#: Candidate L2 strengths of the content part (per-channel standardised features), weakest first.
+CONTENT_L2 = (1.0, 10.0, 100.0, 300.0, 1000.0, 3000.0, math.inf)
 #: Fewer answers than this leave the profile at the generic model.
 MIN_ANSWERS = 6
 
@@ -93,20 +91,19 @@ class TastePart(nn.Module):
 
 @dataclass(frozen=True)
 class TasteWeights:
-    """A fitted taste part: ``style`` and ``content`` weights, the logistic scale ``beta``."""
+    """A fitted taste part: its ``style`` and ``content`` weights."""
 
     style: Tensor
     content: Tensor
-    beta: float
 
 
 @dataclass(frozen=True)
 class TasteChoice:
-    """The strengths :func:`choose_strength` picked and the cross-validated loss of each pair of them."""
+    """The strengths :func:`choose_strength` picked and the :func:`log_evidence` of each pair it scored."""
 
     style_l2: float
     content_l2: float
-    losses: dict[tuple[float, float], float]
+    evidence: dict[tuple[float, float], float]
 
 
 def _scores(logits: Tensor, delta: Tensor) -> Tensor:
@@ -125,15 +122,15 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
         pairs: M×2 LongTensor of rows.
         style_l2: L2 strength of the style part (``math.inf``: that part stays zero).
         content_l2: L2 strength of the content part (``math.inf``: that part stays zero).
-        beta: the logistic scale on score differences while the weights are fitted; default:
-            one over the standard deviation of the generic scores of the N photos, so that the
-            generic model is an offset of unit scale (a free scale would let answers against
-            the generic model shrink it to zero before the taste part can learn anything).
+        beta: the logistic scale on score differences; default :func:`default_beta`, one over the
+            standard deviation of the generic scores of the N photos, so that the generic model is
+            an offset of unit scale (a free scale would let answers against the generic model
+            shrink it to zero before the taste part can learn anything).
         steps: most L-BFGS iterations of the fit.
 
     Returns:
-        The weights (zeros for a part left out) and the scale that then fits the pairs best
-        (:func:`calibrate`; 0 when the fitted scores do not order them better than chance).
+        The weights that maximise the answers' likelihood plus the Gaussian prior of the strengths
+        (zeros for a part left out).
     """
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise ValueError(f"pairs must be M×2, got shape {tuple(pairs.shape)}")
@@ -155,20 +152,7 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
 
         with torch.enable_grad():
             optimizer.step(closure)
-    style_w, content_w = weights[0].detach(), weights[1].detach()
-    s = _scores(logits, style @ style_w + content @ content_w)
-    return TasteWeights(style_w, content_w, calibrate(s[pairs[:, 0]] - s[pairs[:, 1]], beta))
-
-
-def calibrate(diff: Tensor, beta: float) -> float:
-    """Return the logistic scale of least loss on score differences ``diff`` (winner minus loser).
-
-    The scale is chosen from 0 and a geometric grid of ``beta``·10^[-2, 2]: with it, a candidate whose
-    scores order held-out answers no better than chance predicts them at about 1/2, not confidently wrong.
-    """
-    grid = torch.cat([torch.zeros(1), beta * torch.logspace(-2, 2, 41)]).to(diff)
-    losses = F.softplus(-grid[:, None] * diff[None]).sum(1)
-    return float(grid[int(losses.argmin())])
+    return TasteWeights(weights[0].detach(), weights[1].detach())
 
 
 def default_beta(logits: Tensor) -> float:
@@ -176,10 +160,54 @@ def default_beta(logits: Tensor) -> float:
     return 1.0 / float(_scores(logits, logits.new_zeros(len(logits))).std().clamp_min(1e-3)) if len(logits) > 1 else 1.0
 
 
-def pair_log_loss(logits: Tensor, style: Tensor, content: Tensor, weights: TasteWeights, pairs: Tensor) -> float:
-    """Mean negative log-likelihood of ``pairs`` under fitted ``weights``."""
-    s = _scores(logits, style @ weights.style + content @ weights.content)
-    return float(F.softplus(-weights.beta * (s[pairs[:, 0]] - s[pairs[:, 1]])).mean())
+def _score_slope(logits: Tensor, delta: Tensor) -> Tensor:
+    """Each photo's slope of the score in δ: the covariance of the bins and :data:`TILT` when tilted."""
+    p = torch.softmax(tilt(logits, delta), dim=1)
+    bins = torch.arange(1, 11, dtype=logits.dtype, device=logits.device)
+    t = TILT.to(logits)
+    return p @ (bins * t) - (p @ bins) * (p @ t)
+
+
+def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor, style_l2: float,
+                 content_l2: float, beta: float | None = None) -> float:
+    """Laplace approximation of ``log p(answers | strengths)``, the evidence for ``(style_l2, content_l2)``.
+
+    Each part's weights have the prior ``N(0, I / l2)``. At the weights :func:`fit_taste` finds on the
+    ``answered`` rows (M×2, the first preferred), with ``J`` the M×D Jacobian of ``β·(s(a) − s(b))``
+    in the free weights, ``p`` the fitted probabilities and ``Λ`` the strengths,
+
+    ``log p ≈ −NLL − ½ Σ l2·‖w‖² − ½ log det(I + S J Λ⁻¹ Jᵀ S)``, ``S = diag(√(p(1 − p)))``
+
+    (the Gauss–Newton Hessian, through the determinant lemma so that the matrix is M×M whatever D
+    is). With both strengths ``inf`` it is the generic model's log-likelihood, the limit of the
+    others as the strengths grow.
+
+    Example:
+        >>> logits = torch.zeros(4, 10)
+        >>> style = torch.tensor([[1.0], [0.5], [-0.5], [-1.0]])
+        >>> answered = torch.tensor([[0, 1], [1, 2], [2, 3], [0, 3]])
+        >>> log_evidence(logits, style, torch.zeros(4, 0), answered, 1.0, math.inf) > log_evidence(
+        ...     logits, style, torch.zeros(4, 0), answered, math.inf, math.inf)
+        True
+    """
+    beta = default_beta(logits) if beta is None else beta
+    fitted = fit_taste(logits, style, content, answered, style_l2, content_l2, beta)
+    delta = style @ fitted.style + content @ fitted.content
+    s = _scores(logits, delta)
+    margin = beta * (s[answered[:, 0]] - s[answered[:, 1]])
+    log_p = -float(F.softplus(-margin).sum())
+    free = [(x, l2, w) for x, l2, w in ((style, style_l2, fitted.style), (content, content_l2, fitted.content))
+            if math.isfinite(l2) and x.shape[1]]
+    if not free:
+        return log_p
+    x = torch.cat([x for x, _, _ in free], dim=1).double()
+    precision = torch.cat([torch.full((f[0].shape[1],), f[1], dtype=torch.float64) for f in free])
+    log_p -= sum(0.5 * l2 * float((w ** 2).sum()) for _, l2, w in free)
+    grad = _score_slope(logits, delta).double()[:, None] * x
+    p = torch.sigmoid(margin).double()
+    jac = (p * (1 - p)).sqrt()[:, None] * beta * (grad[answered[:, 0]] - grad[answered[:, 1]])
+    inner = torch.eye(len(answered), dtype=torch.float64) + (jac / precision) @ jac.T
+    return log_p - 0.5 * float(torch.logdet(inner))
 
 
 def expanded_pairs(answered: Tensor) -> Tensor:
@@ -188,73 +216,42 @@ def expanded_pairs(answered: Tensor) -> Tensor:
     return torch.tensor(expansion.answered + expansion.inferred, dtype=torch.long).view(-1, 2)
 
 
-def photo_folds(answered: Tensor, folds: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
-    """Return cross-validation folds that hold out *photos*, as (training mask, test rows) pairs.
+def choose_strength(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor,
+                    style_grid: Sequence[float] | None = None,
+                    content_grid: Sequence[float] | None = None) -> TasteChoice:
+    """Choose the L2 strengths of the taste part that the answers give the most evidence for.
 
-    The photos of ``answered`` (M×2 rows) fall in ``folds`` seeded groups (one group per photo up to
-    :data:`LEAVE_ONE_OUT` photos); each fold trains on the answers about none of a group's photos and
-    tests on the answers about at least one. (Folds of answers would test on photos the fit has
-    seen: with ten photos, any ranking of them is fitted perfectly.) Folds with no training or
-    no test answer are left out.
+    Candidates are scored by :func:`log_evidence` of the ``answered`` rows (M×2, the first
+    preferred; not their transitive expansion, whose pairs are not independent answers): first
+    the style strength with the content part left out, then the content strength beside it;
+    among equally good candidates the strongest wins. Consistent answers give most evidence to
+    weak strengths and carry the profile as far as they say. The generic model (both ``inf``)
+    is kept when no candidate beats answers that carry no information (every pair at ½): coin
+    flips are explained better by a fit that undoes the generic model's confidence than by the
+    generic model, but not better than by chance. It is also kept with fewer than
+    :data:`MIN_ANSWERS` answers or answers about no more photos than there are style statistics
+    (any order of so few photos is fitted by the statistics alone, and on real people's ratings
+    of ten photos, benchmarks/README.md §1, such a fit ranks new photos worse than the generic
+    model). ``None`` grids are :data:`STYLE_L2` and :data:`CONTENT_L2`; a grid of one value fixes
+    that strength (both fixed: nothing is searched).
     """
-    photos = answered.unique()
-    if len(photos) <= LEAVE_ONE_OUT:
-        folds = len(photos)
-    groups = photos[torch.randperm(len(photos), generator=torch.Generator().manual_seed(seed))].chunk(folds)
-    out = []
-    for group in groups:
-        touched = torch.isin(answered, group).any(dim=1)
-        if touched.any() and not touched.all():
-            out.append((~touched, touched.nonzero().squeeze(1)))
-    return out
-
-
-def choose_strength(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor, seed: int = 0,
-                    style_grid: Sequence[float] | None = None, content_grid: Sequence[float] | None = None,
-                    folds: int | None = None) -> TasteChoice:
-    """Choose the L2 strengths of the taste part whose fits predict held-out answers best.
-
-    The choice is cross-validated k-fold over photos (:func:`photo_folds`), each fold's training answers
-    expanded by one-step transitivity; the out-of-fold score differences share one logistic scale
-    (:func:`calibrate`). The style strength is chosen first (no content part), then the content strength
-    beside it; then the generic model (both ``inf``) is kept unless the best beats it by more than
-    :data:`SE_SHARE` of a standard error, so answers no better than chance keep the generic model.
-    ``(inf, inf)`` with fewer than :data:`MIN_ANSWERS` answers or with answers about no more
-    photos than there are style statistics: any order of so few photos is fitted by the
-    statistics alone, and on real people's ratings of ten photos (benchmarks/README.md §1) such a
-    fit ranks new photos worse than the generic model. ``None`` grids are :data:`STYLE_L2` and
-    :data:`CONTENT_L2`; a grid of one value fixes that strength.
-    """
-    style_grid = STYLE_L2 if style_grid is None else tuple(style_grid)
-    content_grid = CONTENT_L2 if content_grid is None else tuple(content_grid)
+    style_grid = tuple(sorted(STYLE_L2 if style_grid is None else style_grid, reverse=True))
+    content_grid = tuple(sorted(CONTENT_L2 if content_grid is None else content_grid, reverse=True))
+    generic = TasteChoice(style_grid[0], content_grid[0], {})
     if len(style_grid) == 1 and len(content_grid) == 1:
-        return TasteChoice(style_grid[0], content_grid[0], {})
-    photos = len(answered.unique())
-    folds = photo_folds(answered, folds or FOLDS, seed)
-    if len(answered) < MIN_ANSWERS or photos <= style.shape[1] or not folds:
-        return TasteChoice(max(style_grid), max(content_grid), {})
+        return generic
+    if len(answered) < MIN_ANSWERS or len(answered.unique()) <= style.shape[1]:
+        return generic
     beta = default_beta(logits)
-    losses: dict[tuple[float, float], float] = {}
-    errors: dict[tuple[float, float], float] = {}
+    evidence: dict[tuple[float, float], float] = {}
 
-    def cv_loss(strength: tuple[float, float]) -> float:
-        # out-of-fold score differences of the held-out answers, then one scale for all of them
-        if strength not in losses:
-            diffs = []
-            for keep, held in folds:
-                fitted = fit_taste(logits, style, content, expanded_pairs(answered[keep]), *strength, beta)
-                s = _scores(logits, style @ fitted.style + content @ fitted.content)
-                diffs.append(s[answered[held, 0]] - s[answered[held, 1]])
-            diff = torch.cat(diffs)
-            per_pair = F.softplus(-calibrate(diff, beta) * diff)
-            losses[strength] = float(per_pair.mean())
-            # answers about few photos are not independent: count at most one per photo
-            errors[strength] = float(per_pair.std()) / math.sqrt(min(len(per_pair), photos))
-        return losses[strength]
+    def score(strength: tuple[float, float]) -> float:
+        if strength not in evidence:
+            evidence[strength] = log_evidence(logits, style, content, answered, *strength, beta)
+        return evidence[strength]
 
-    style_l2 = min(((l2, max(content_grid)) for l2 in style_grid), key=cv_loss)[0]
-    strength = min(((style_l2, l2) for l2 in content_grid), key=cv_loss)
-    weakest = (max(style_grid), max(content_grid))
-    if cv_loss(weakest) <= losses[strength] + SE_SHARE * errors[strength]:
-        strength = weakest  # the answers do not beat the generic model clearly enough
-    return TasteChoice(strength[0], strength[1], losses)
+    style_l2 = max(((s, content_grid[0]) for s in style_grid), key=score)[0]
+    best = max(((style_l2, c) for c in content_grid), key=score)
+    if score(best) <= -len(answered) * math.log(2):
+        return TasteChoice(generic.style_l2, generic.content_l2, evidence)
+    return TasteChoice(best[0], best[1], evidence)

@@ -163,7 +163,7 @@ class PersonalSettings:
     ``taste`` fits the profile's :class:`~persaes.core.taste.TastePart` on the answers (a pairwise
     logistic model over style statistics and content features with the fine-tuned or generic
     head as its offset); ``style_l2`` and ``content_l2`` fix its strengths, and ``None`` lets
-    k-fold cross-validation on the answers choose them (:func:`persaes.core.taste.choose_strength`).
+    the answers' evidence choose them (:func:`persaes.core.taste.choose_strength`).
 
     ``iterations > 0`` first fine-tunes the head itself with the paper's pairwise loss (hinge,
     margin 0.1), AdamW with the learning rate halved every ``halve_every`` steps. ``anchor``
@@ -201,7 +201,7 @@ class PersonalSettings:
                  "margin, anchor and weight_decay must be >= 0")
         for name in ("style_l2", "content_l2"):
             value = getattr(self, name)
-            _require(value is None or value > 0, f"{name} must be None (chosen by cross-validation) or > 0")
+            _require(value is None or value > 0, f"{name} must be None (chosen from the answers) or > 0")
 
     def as_dict(self) -> dict[str, float | str | bool | None]:
         """The settings as a JSON-able dict (recorded in profile metadata)."""
@@ -213,7 +213,7 @@ PERSONAL_PRESETS: dict[str, PersonalSettings] = {
     "paper": PersonalSettings(taste=False, iterations=100, epochs=10.0),
 }
 """Named personal stages: ``taste`` (the default) fits the taste part with strengths chosen by
-cross-validation on the answers; ``paper`` is the paper's personal stage, the head fine-tuned
+the answers' evidence; ``paper`` is the paper's personal stage, the head fine-tuned
 with the hinge loss (at most 100 iterations and 10 passes over the pairs)."""
 
 
@@ -497,14 +497,13 @@ def train_personal(
 
 
 @torch.no_grad()
-def train_taste(head: AttentionHead, source: Source, answered: Tensor, settings: PersonalSettings,
-                seed: int = 0) -> TasteChoice:
+def train_taste(head: AttentionHead, source: Source, answered: Tensor, settings: PersonalSettings) -> TasteChoice:
     """Fit ``head``'s taste part on answered pairs (M×2 indices, the first preferred), in place.
 
-    The strengths not fixed by ``settings`` are chosen by cross-validation on the answers; the
-    fit itself uses the answers and their one-step transitive pairs. The head's logits (with
-    whatever fine-tuning it had) are the offset; the content features are centred on the
-    answered photos and divided by their root-mean-square deviation.
+    The strengths not fixed by ``settings`` are those the answers give the most evidence for
+    (:func:`persaes.core.taste.choose_strength`); the fit itself uses the answers and their
+    one-step transitive pairs. The head's logits (with whatever fine-tuning it had) are the
+    offset; each content channel is standardised over the answered photos.
     """
     if answered.ndim != 2 or answered.shape[1] != 2 or len(answered) == 0:
         raise ValueError(f"answered must be a non-empty M×2 index tensor, got shape {tuple(answered.shape)}")
@@ -515,14 +514,14 @@ def train_taste(head: AttentionHead, source: Source, answered: Tensor, settings:
     logits = head.logits(z1, z2, z3, stats, thumb).float().cpu()
     part = TastePart(STATS, z3.shape[1])
     part.content_mean.copy_(z3.mean(0))
-    # one scale for all channels: per-channel deviations of a few dozen photos are too noisy to divide by
-    part.content_scale.fill_(float(z3.std(0).pow(2).mean().sqrt().clamp_min(1e-3)) if len(z3) > 1 else 1.0)
+    if len(z3) > 1:
+        part.content_scale.copy_(z3.std(0).clamp_min(1e-3))
     style = head.standardized_stats(stats).float().cpu()
     content = part.content_features(z3).float().cpu()
     rows = where.view(-1, 2).cpu()
     style_grid = None if settings.style_l2 is None else (settings.style_l2,)
     content_grid = None if settings.content_l2 is None else (settings.content_l2,)
-    choice = choose_strength(logits, style, content, rows, seed, style_grid, content_grid)
+    choice = choose_strength(logits, style, content, rows, style_grid, content_grid)
     fitted = fit_taste(logits, style, content, expanded_pairs(rows), choice.style_l2, choice.content_l2)
     part.style.copy_(fitted.style)
     part.content.copy_(fitted.content)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from persaes.core.model import AttentionHead, distribution_to_score
-from persaes.core.taste import TastePart, choose_strength, expanded_pairs, fit_taste, tilt
+from persaes.core.taste import TastePart, choose_strength, expanded_pairs, fit_taste, log_evidence, tilt
 
 
 def _planted(n: int = 60, answers: int = 100, seed: int = 0, flip: float = 0.1, coin: bool = False):
@@ -45,23 +45,37 @@ def test_fit_learns_a_planted_taste_against_the_generic_bias() -> None:
     assert float(torch.corrcoef(torch.stack([s[low_first], torch.arange(len(s)).float()]))[0, 1]) < -0.8
 
 
-def test_consistent_answers_choose_a_weak_strength_and_coin_flips_shrink_to_the_generic_model() -> None:
+def test_consistent_answers_choose_a_weak_strength_and_coin_flips_keep_the_generic_model() -> None:
     for seed in range(3):
         logits, style, content, answered = _planted(seed=seed)
-        assert choose_strength(logits, style, content, answered, seed=seed).style_l2 <= 10
-    shrunk = 0
+        choice = choose_strength(logits, style, content, answered)
+        assert choice.style_l2 <= 1
+        # the evidence of the choice beats both the generic model and answers that carry no information
+        assert choice.evidence[(choice.style_l2, choice.content_l2)] > max(
+            choice.evidence[(math.inf, math.inf)], -len(answered) * math.log(2))
     for seed in range(5):
         logits, style, content, answered = _planted(seed=seed, coin=True)
-        choice = choose_strength(logits, style, content, answered, seed=seed)
-        shrunk += choice.style_l2 >= 100 and choice.content_l2 >= 1000
-    assert shrunk >= 4
+        choice = choose_strength(logits, style, content, answered)
+        assert (choice.style_l2, choice.content_l2) == (math.inf, math.inf)
+
+
+def test_evidence_is_the_generic_likelihood_at_infinite_strengths_and_its_limit() -> None:
+    logits, style, content, answered = _planted()
+    beta = 1.0
+    s = distribution_to_score(torch.softmax(logits, 1))
+    generic = -float(torch.nn.functional.softplus(-beta * (s[answered[:, 0]] - s[answered[:, 1]])).sum())
+    assert log_evidence(logits, style, content, answered, math.inf, math.inf, beta) == pytest.approx(generic, rel=1e-5)
+    strong = log_evidence(logits, style, content, answered, 1e7, 1e7, beta)
+    assert strong == pytest.approx(generic, rel=1e-3)
+    # the planted taste is in the first statistic: weak style strength has far more evidence than none
+    assert log_evidence(logits, style, content, answered, 1.0, math.inf, beta) > generic + 10
 
 
 def test_too_few_answers_keep_the_generic_model_and_fixed_strengths_skip_the_search() -> None:
     logits, style, content, answered = _planted(answers=5)
     assert (choose_strength(logits, style, content, answered).style_l2) == math.inf
     fixed = choose_strength(logits, style, content, answered, style_grid=(3.0,), content_grid=(7.0,))
-    assert (fixed.style_l2, fixed.content_l2, fixed.losses) == (3.0, 7.0, {})
+    assert (fixed.style_l2, fixed.content_l2, fixed.evidence) == (3.0, 7.0, {})
 
 
 def test_expanded_pairs_add_one_step_transitivity() -> None:
