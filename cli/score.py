@@ -101,6 +101,8 @@ def _score_share(scorer: Scorer, files: list[str], batch_size: int, out: Path | 
     rank = distributed.world().rank
     scored: list[tuple[str, float]] = []
     failed, unsaved = 0, 0
+    if not files:  # nothing left to score: no progress line of 0/0
+        return scored, failed
     with Progress("scoring", quiet=None if rank == 0 else True) as progress:
         progress(0, len(files))
         for done, (path, value, error) in enumerate(scorer.iter_scores(files, batch_size), 1):

@@ -125,6 +125,9 @@ def test_one_process_out_csv_is_what_it_prints_and_a_rerun_scores_only_new_files
     got = rows(out)
     assert [Path(name).name for name, _ in got] == sorted(p.name for p in photos[:3])
     assert got[0][1] == 9.999  # kept, not scored again
+    result = run("score", str(album), "--out", str(out), "--device", "cpu")
+    assert result.exit_code == 0 and "3 of 3 files already scored" in result.stderr
+    assert "scoring" not in result.stderr and rows(out) == got
 
 
 def test_out_mistakes_are_one_line_errors(photos: list[Path], tmp_path: Path) -> None:
