@@ -48,7 +48,10 @@ TILT = (torch.arange(10, dtype=torch.float32) - 4.5) / 4.5
 #: photos worse than none, and consistent tastes choose 0.1 or 1.
 STYLE_L2 = (0.1, 1.0, math.inf)
 #: Candidate L2 strengths of the content part (per-channel standardised features), weakest first.
-CONTENT_L2 = (1.0, 10.0, 100.0, 300.0, 1000.0, 3000.0, math.inf)
+#: Not below 100: with a thousand standardised channels, 1 or 10 let 30 answers (§5 of
+#: benchmarks/README.md: high-contrast from active questions, muted at 20 % noise) be fitted by
+#: content alone, and held-out pairs fell to the generic model's accuracy or below.
+CONTENT_L2 = (100.0, 300.0, 1000.0, 3000.0, math.inf)
 #: Fewer answers than this leave the profile at the generic model.
 MIN_ANSWERS = 6
 
