@@ -145,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             o = torch.cat([taste_features(x) for x in originals])
         weights = torch.tensor(user.weights)
         wins = ((p @ weights) > (g @ weights)).float()
-        clipped = faithfulness(originals, personal_out)
-        clipped["generic"] = faithfulness(originals, generic_out)
+        faithful = faithfulness(originals, personal_out)
+        faithful["generic"] = faithfulness(originals, generic_out)
         results[user_name] = {
             "win_rate": float(wins.mean()),
             "feature_change_vs_generic": dict(zip(TASTE_FEATURES, (p - g).mean(0).tolist())),
             "feature_change_vs_original": {"generic": dict(zip(TASTE_FEATURES, (g - o).mean(0).tolist())),
                                            "personal": dict(zip(TASTE_FEATURES, (p - o).mean(0).tolist()))},
             "photos_lost": [name for name, won in zip(test_names, wins.tolist()) if not won],
-            **clipped,
+            **faithful,
             "answers": report.answered, "inferred_pairs": report.inferred,
         }
         print(f"{user_name} done ({time.time() - started:.0f} s)", file=sys.stderr)

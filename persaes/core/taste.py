@@ -240,11 +240,11 @@ def choose_strength(logits: Tensor, style: Tensor, content: Tensor, answered: Te
     """
     style_grid = tuple(sorted(STYLE_L2 if style_grid is None else style_grid, reverse=True))
     content_grid = tuple(sorted(CONTENT_L2 if content_grid is None else content_grid, reverse=True))
-    generic = TasteChoice(style_grid[0], content_grid[0], {})
+    strongest = TasteChoice(style_grid[0], content_grid[0], {})  # the generic model unless a grid is fixed
     if len(style_grid) == 1 and len(content_grid) == 1:
-        return generic
+        return strongest
     if len(answered) < MIN_ANSWERS or len(answered.unique()) <= style.shape[1]:
-        return generic
+        return strongest
     beta = default_beta(logits)
     evidence: dict[tuple[float, float], float] = {}
 
@@ -256,5 +256,5 @@ def choose_strength(logits: Tensor, style: Tensor, content: Tensor, answered: Te
     style_l2 = max(((s, content_grid[0]) for s in style_grid), key=score)[0]
     best = max(((style_l2, c) for c in content_grid), key=score)
     if score(best) <= -len(answered) * math.log(2):
-        return TasteChoice(generic.style_l2, generic.content_l2, evidence)
+        return TasteChoice(strongest.style_l2, strongest.content_l2, evidence)
     return TasteChoice(best[0], best[1], evidence)
