@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from persaes.core.backbones import fold_batchnorm
 from persaes.core.device import resolve_device
 from persaes.core.model import SCORE_RANGE, AestheticModel, distribution_to_score, load_square, resize_square
 from persaes.io.checkpoint import load_model
@@ -72,6 +73,9 @@ def resolve_weights(name_or_path: str | os.PathLike[str]) -> Path:
 class Scorer(nn.Module):
     """Scores ``[0, 1]`` RGB images; differentiable with respect to the input pixels.
 
+    The model is frozen for scoring, in place: eval mode, no parameter gradients, and its backbone's
+    batch norms folded into its convolutions (:func:`~persaes.core.backbones.fold_batchnorm`).
+
     Attributes:
         lower_better: ``False``: higher scores are better.
         score_range: ``(1, 10)``.
@@ -87,6 +91,7 @@ class Scorer(nn.Module):
         self.metadata = metadata
         for p in self.model.parameters():
             p.requires_grad_(False)
+        fold_batchnorm(self.model.backbone)
 
     @property
     def device(self) -> torch.device:

@@ -7,7 +7,13 @@ import torch
 from torchvision.models import ResNet50_Weights
 
 from persaes.core import backbones
-from persaes.core.backbones import BackboneError, create_backbone, efficientnet_lite2_classifier, get_spec
+from persaes.core.backbones import (
+    BackboneError,
+    create_backbone,
+    efficientnet_lite2_classifier,
+    fold_batchnorm,
+    get_spec,
+)
 from persaes.core.model import preprocess
 from persaes.io.images import load_image
 
@@ -93,3 +99,28 @@ def test_missing_weights_package_is_named(monkeypatch: pytest.MonkeyPatch) -> No
 def test_unknown_backbone() -> None:
     with pytest.raises(BackboneError, match="unknown backbone"):
         get_spec("resnet9000")
+
+
+def test_fold_batchnorm_keeps_outputs_and_input_gradients_and_refuses_training_mode() -> None:
+    torch.manual_seed(0)
+    net = create_backbone("efficientnet_lite2", weights="random")
+    for module in net.modules():  # statistics far from the identity, so that a wrong fold shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    x = torch.rand(2, 3, 96, 96, requires_grad=True)
+    before = net(x)
+    grad_before, = torch.autograd.grad(sum(z.mean() for z in before), x)
+    net.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(net)
+    fold_batchnorm(net.eval())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    after = net(x)
+    grad_after, = torch.autograd.grad(sum(z.mean() for z in after), x)
+    for b, a in zip(before, after):
+        assert torch.allclose(b, a, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    # the same input gradient but where rounding moves a unit across a ReLU6 corner
+    assert float((grad_before - grad_after).norm() / grad_before.norm()) < 1e-2

@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from persaes.core.scorer import Scorer, load_scorer
-from persaes.io.checkpoint import model_metadata, save_checkpoint
+from persaes.core.model import resize_square
+from persaes.core.scorer import Scorer, load_scorer, resolve_weights
+from persaes.io.checkpoint import load_model, model_metadata, save_checkpoint
 from persaes.io.images import ImageError, load_image
 
 
@@ -31,6 +32,16 @@ def test_paths_pil_and_tensors_agree(scorer: Scorer, photos: list[Path]) -> None
     assert torch.allclose(by_path, by_pil, atol=1e-4) and torch.allclose(by_path, by_tensor, atol=1e-4)
     assert ((by_path > 1) & (by_path < 10)).all()
     assert torch.allclose(scorer.score(photos, batch_size=1), by_path, atol=1e-4)
+
+
+def test_scores_equal_the_unfolded_models(photos: list[Path]) -> None:
+    model, _ = load_model(resolve_weights("generic"))
+    scorer = load_scorer("generic", device="cpu")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.modules())
+    images = torch.cat([resize_square(load_image(p)[None], model.spec.input_size) for p in photos])
+    with torch.no_grad():
+        assert torch.allclose(scorer(images), model.score(images), atol=1e-4)
 
 
 def test_forward_is_differentiable_wrt_pixels(scorer: Scorer) -> None:
