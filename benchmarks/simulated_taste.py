@@ -215,7 +215,8 @@ def learning_curve(mode: str, album: Photos, values: list[float], counts: list[i
             head = copy.deepcopy(model.head)
             fit = personal_stage(head, album.feats, answers[count], seed=seed)
             runs[count][0].append(accuracy(head, versions.feats, pairs))
-            runs[count][1].append([fit.taste.style_l2, fit.taste.content_l2] if fit.taste else None)
+            chosen = fit.taste
+            runs[count][1].append([chosen.generic_weight, chosen.style_l2, chosen.content_l2] if chosen else None)
     return [(count, *runs[count]) for count in counts]
 
 

@@ -43,7 +43,7 @@ from kornia.color import rgb_to_grayscale
 from torch import Tensor, nn
 
 from persaes.core.backbones import BackboneSpec
-from persaes.core.taste import TastePart, tilt
+from persaes.core.taste import TastePart
 from persaes.io.images import load_image
 from retouch.color import check_image
 from retouch.dehaze import dark_channel
@@ -261,7 +261,7 @@ class AttentionHead(nn.Module):
         """Score distributions B×10: softmax of :meth:`logits`, tilted by the taste part when there is one."""
         logits = self.logits(z1, z2, z3, stats, thumb, content_grad)
         if self.taste is not None:
-            logits = tilt(logits, self.taste(self.standardized_stats(stats), z3))
+            logits = self.taste.tilted(logits, self.standardized_stats(stats), z3)
         return torch.softmax(logits, dim=1)
 
 

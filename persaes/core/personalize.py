@@ -351,7 +351,8 @@ def personalize(
         fit = personal_stage(model.head, feats, answered_rows, personal, seed, device)
     _report(progress, "personal stage", 1, 1)
     taste = None if fit.taste is None else {name: None if math.isinf(value) else value for name, value in
-                                            (("style_l2", fit.taste.style_l2), ("content_l2", fit.taste.content_l2))}
+                                            (("generic_weight", fit.taste.generic_weight),
+                                             ("style_l2", fit.taste.style_l2), ("content_l2", fit.taste.content_l2))}
 
     meta = model_metadata(
         model, "pretrained", kind="profile", trained=True,

@@ -1,9 +1,10 @@
 """A profile's taste part: what a person's answers say beyond the generic model.
 
 The answers are explained by a pairwise logistic model whose offset is the generic model:
-``P(a ≻ b) = σ(β·(s(a) − s(b)))``, where ``s`` is the score of the generic head's distribution
-*tilted* by ``δ(x)`` (logit ``i`` gains ``δ(x)·(i − 5.5)/4.5``, so the output stays a
-distribution over 1..10 and the score rises with ``δ``), and
+``P(a ≻ b) = σ(β·(s(a) − s(b)))``, where ``s`` is the score of the generic head's logits, weighed
+by ``γ`` (1: the generic model as it is; 0: none of it), *tilted* by ``δ(x)`` (logit ``i`` gains
+``δ(x)·(i − 5.5)/4.5``, so the output stays a distribution over 1..10 and the score rises with
+``δ``), and
 
 ``δ(x) = w_style · style(x) + w_content · content(x)``:
 
@@ -14,12 +15,13 @@ distribution over 1..10 and the score rises with ``δ``), and
 * ``content(x)``: the pooled deepest backbone map, each channel standardised over the
   answered photos.
 
-How far the answers move the profile is their own decision: the L2 strengths of the two
-parts (``inf`` for a part left out, both ``inf`` for the generic model itself) are those the
-answers give the most evidence for (:func:`log_evidence`, a Laplace approximation of the
-marginal likelihood); among equally good strengths the strongest wins. Consistent answers
-pick weak regularisation and carry the profile as far as they say; coin flips pick the
-generic model.
+How far the answers move the profile is their own decision: the generic weight ``γ`` and the
+L2 strengths of the two parts (``inf`` for a part left out; ``γ = 1`` and both ``inf`` is the
+generic model itself) are those the answers give the most evidence for (:func:`log_evidence`, a
+Laplace approximation of the marginal likelihood); among equally good candidates the one
+closest to the generic model wins. Consistent answers pick weak regularisation, and a smaller
+``γ`` where they go against the generic model, and carry the profile as far as they say; coin
+flips pick the generic model.
 
 Example:
     >>> logits = torch.zeros(4, 10)
@@ -43,10 +45,18 @@ from persaes.io.preferences import expand_transitive
 
 #: Logit ``i`` (score ``i + 1``) gains ``δ·TILT[i]``.
 TILT = (torch.arange(10, dtype=torch.float32) - 4.5) / 4.5
-#: Candidate L2 strengths of the style part (summed log-likelihood scale), weakest first. Only weak
-#: ones: on real people's answers (benchmarks/README.md §1) a style part at 10 or 100 ranks new
-#: photos worse than none, and consistent tastes choose 0.1 or 1.
+#: Candidate L2 strengths of the style part (summed log-likelihood scale), weakest first.
 STYLE_L2 = (0.1, 1.0, math.inf)
+#: Style strengths offered only beside less of the generic model (``γ < 1``), where the style part
+#: replaces part of its ranking. Beside the whole generic model (``γ = 1``), 10 was chosen for 26 of
+#: 100 real people and cost their held-out ranking 0.017 (benchmarks/README.md §1); replacing it,
+#: it carries tastes against the generic model's bias from 30 answers (§5).
+REPLACING_STYLE_L2 = (10.0,)
+#: Candidate weights ``γ`` of the generic model's logits in a profile, the generic model (1) first. A
+#: consistent taste against the generic model's bias (high contrast, 30 answers at 10 % noise:
+#: benchmarks/README.md §5) is explained best with less of the generic model, whose differences
+#: between photos are then noise the taste part has to outweigh.
+GENERIC_WEIGHT = (1.0, 0.5, 0.25, 0.0)
 #: Candidate L2 strengths of the content part (per-channel standardised features), weakest first.
 #: Not below 100: with a thousand standardised channels, 1 or 10 let 30 answers (§5 of
 #: benchmarks/README.md: high-contrast from active questions, muted at 20 % noise) be fitted by
@@ -63,6 +73,9 @@ def tilt(logits: Tensor, delta: Tensor) -> Tensor:
 
 class TastePart(nn.Module):
     """``δ(x) = style · s + content · (z3 − content_mean) / content_scale``, the tilt a profile adds.
+
+    The profile's logits are :meth:`tilted`: the generic logits weighed by ``generic_weight`` (a
+    buffer; 1 in profiles saved before it existed), tilted by ``δ``.
 
     Args:
         stats: length of the (already standardised) style statistics ``s``.
@@ -82,6 +95,11 @@ class TastePart(nn.Module):
         self.content = nn.Parameter(torch.zeros(content))
         self.register_buffer("content_mean", torch.zeros(content))
         self.register_buffer("content_scale", torch.ones(content))
+        self.register_buffer("generic_weight", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        state_dict.setdefault(prefix + "generic_weight", torch.ones(()))  # profiles saved before γ existed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def content_features(self, z3: Tensor) -> Tensor:
         """Return the content features ``(z3 − content_mean) / content_scale`` of B×content ``z3``."""
@@ -90,6 +108,10 @@ class TastePart(nn.Module):
     def forward(self, stats: Tensor, z3: Tensor) -> Tensor:
         """Return the tilt ``δ`` (B) of B×stats ``stats`` and B×content ``z3``."""
         return stats @ self.style + self.content_features(z3) @ self.content
+
+    def tilted(self, logits: Tensor, stats: Tensor, z3: Tensor) -> Tensor:
+        """Return the profile's B×10 logits: generic ``logits`` × ``generic_weight``, tilted by ``δ``."""
+        return tilt(self.generic_weight * logits, self(stats, z3))
 
 
 @dataclass(frozen=True)
@@ -102,11 +124,15 @@ class TasteWeights:
 
 @dataclass(frozen=True)
 class TasteChoice:
-    """The strengths :func:`choose_strength` picked and the :func:`log_evidence` of each pair it scored."""
+    """The generic weight and strengths :func:`choose_strength` picked.
 
+    ``evidence`` holds the :func:`log_evidence` of each ``(generic_weight, style_l2, content_l2)`` it scored.
+    """
+
+    generic_weight: float
     style_l2: float
     content_l2: float
-    evidence: dict[tuple[float, float], float]
+    evidence: dict[tuple[float, float, float], float]
 
 
 def _scores(logits: Tensor, delta: Tensor) -> Tensor:
@@ -115,7 +141,7 @@ def _scores(logits: Tensor, delta: Tensor) -> Tensor:
 
 
 def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, style_l2: float, content_l2: float,
-              beta: float | None = None, steps: int = 60) -> TasteWeights:
+              beta: float | None = None, steps: int = 60, generic_weight: float = 1.0) -> TasteWeights:
     """Fit the taste part's weights to ``pairs`` (M×2 rows, the first preferred) at the given strengths.
 
     Args:
@@ -130,6 +156,7 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
             an offset of unit scale (a free scale would let answers against the generic model
             shrink it to zero before the taste part can learn anything).
         steps: most L-BFGS iterations of the fit.
+        generic_weight: ``γ``, the weight of ``logits`` in the profile.
 
     Returns:
         The weights that maximise the answers' likelihood plus the Gaussian prior of the strengths
@@ -139,6 +166,7 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
         raise ValueError(f"pairs must be M×2, got shape {tuple(pairs.shape)}")
     if beta is None:
         beta = default_beta(logits)
+    logits = generic_weight * logits
     parts = [(x, l2) for x, l2 in ((style, style_l2), (content, content_l2))]
     weights = [torch.zeros(x.shape[1], requires_grad=math.isfinite(l2) and x.shape[1] > 0) for x, l2 in parts]
     free = [w for w in weights if w.requires_grad]
@@ -172,8 +200,8 @@ def _score_slope(logits: Tensor, delta: Tensor) -> Tensor:
 
 
 def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor, style_l2: float,
-                 content_l2: float, beta: float | None = None) -> float:
-    """Laplace approximation of ``log p(answers | strengths)``, the evidence for ``(style_l2, content_l2)``.
+                 content_l2: float, beta: float | None = None, generic_weight: float = 1.0) -> float:
+    """Laplace approximation of ``log p(answers | γ, strengths)``, the evidence for ``(γ, style_l2, content_l2)``.
 
     Each part's weights have the prior ``N(0, I / l2)``. At the weights :func:`fit_taste` finds on the
     ``answered`` rows (M×2, the first preferred), with ``J`` the M×D Jacobian of ``β·(s(a) − s(b))``
@@ -182,8 +210,9 @@ def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tenso
     ``log p ≈ −NLL − ½ Σ l2·‖w‖² − ½ log det(I + S J Λ⁻¹ Jᵀ S)``, ``S = diag(√(p(1 − p)))``
 
     (the Gauss–Newton Hessian, through the determinant lemma so that the matrix is M×M whatever D
-    is). With both strengths ``inf`` it is the generic model's log-likelihood, the limit of the
-    others as the strengths grow.
+    is). With both strengths ``inf`` it is the log-likelihood of the weighed generic model, the
+    limit of the others as the strengths grow. ``beta`` defaults to :func:`default_beta` of the
+    unweighed ``logits``.
 
     Example:
         >>> logits = torch.zeros(4, 10)
@@ -194,7 +223,8 @@ def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tenso
         True
     """
     beta = default_beta(logits) if beta is None else beta
-    fitted = fit_taste(logits, style, content, answered, style_l2, content_l2, beta)
+    fitted = fit_taste(logits, style, content, answered, style_l2, content_l2, beta, generic_weight=generic_weight)
+    logits = generic_weight * logits
     delta = style @ fitted.style + content @ fitted.content
     s = _scores(logits, delta)
     margin = beta * (s[answered[:, 0]] - s[answered[:, 1]])
@@ -221,40 +251,60 @@ def expanded_pairs(answered: Tensor) -> Tensor:
 
 def choose_strength(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor,
                     style_grid: Sequence[float] | None = None,
-                    content_grid: Sequence[float] | None = None) -> TasteChoice:
-    """Choose the L2 strengths of the taste part that the answers give the most evidence for.
+                    content_grid: Sequence[float] | None = None,
+                    weight_grid: Sequence[float] | None = None) -> TasteChoice:
+    """Choose the generic weight and L2 strengths of the taste part that the answers give the most evidence for.
 
     Candidates are scored by :func:`log_evidence` of the ``answered`` rows (M×2, the first
     preferred; not their transitive expansion, whose pairs are not independent answers): first
-    the style strength with the content part left out, then the content strength beside it;
-    among equally good candidates the strongest wins. Consistent answers give most evidence to
-    weak strengths and carry the profile as far as they say. The generic model (both ``inf``)
-    is kept when no candidate beats answers that carry no information (every pair at ½): coin
-    flips are explained better by a fit that undoes the generic model's confidence than by the
-    generic model, but not better than by chance. It is also kept with fewer than
-    :data:`MIN_ANSWERS` answers or answers about no more photos than there are style statistics
-    (any order of so few photos is fitted by the statistics alone, and on real people's ratings
-    of ten photos, benchmarks/README.md §1, such a fit ranks new photos worse than the generic
-    model). ``None`` grids are :data:`STYLE_L2` and :data:`CONTENT_L2`; a grid of one value fixes
-    that strength (both fixed: nothing is searched).
+    the style strength (each beside each generic weight, the content part left out), then the
+    generic weight and the content strength together beside that style strength; among equally
+    good candidates the one closest to the generic model wins. Consistent answers give most
+    evidence to weak strengths, and to less of the generic model where they go against it, and
+    carry the profile as far as they say. With the default grids, less of the generic model
+    (``γ < 1``) comes only with a style part, which then replaces part of the generic model's
+    ranking (and may also be :data:`REPLACING_STYLE_L2`): without one, a smaller ``γ`` is mostly
+    a wider logistic scale for noisy answers, and on real people (benchmarks/README.md §1) it
+    cost held-out ranking. The generic model (``γ = 1``, both strengths ``inf``) is kept when no
+    candidate beats answers that carry no information (every pair at ½): coin flips are
+    explained better by a fit that undoes the generic model's confidence than by the generic
+    model, but not better than by chance. It is also kept with fewer than :data:`MIN_ANSWERS`
+    answers or answers about no more photos than there are style statistics (any order of so
+    few photos is fitted by the statistics alone, and on real people's ratings of ten photos,
+    §1, such a fit ranks new photos worse than the generic model). ``None`` grids are
+    :data:`STYLE_L2`, :data:`CONTENT_L2` and :data:`GENERIC_WEIGHT`; a grid of one value fixes
+    that choice (all fixed: nothing is searched). A candidate with no generic model and no taste
+    part (``γ = 0``, both ``inf``, possible only with fixed grids), which ranks nothing, is never
+    chosen.
     """
+    defaults = style_grid is None and weight_grid is None
     style_grid = tuple(sorted(STYLE_L2 if style_grid is None else style_grid, reverse=True))
     content_grid = tuple(sorted(CONTENT_L2 if content_grid is None else content_grid, reverse=True))
-    strongest = TasteChoice(style_grid[0], content_grid[0], {})  # the generic model unless a grid is fixed
-    if len(style_grid) == 1 and len(content_grid) == 1:
-        return strongest
+    weight_grid = tuple(sorted(GENERIC_WEIGHT if weight_grid is None else weight_grid, reverse=True))
+    # the generic model unless a grid is fixed
+    closest = TasteChoice(weight_grid[0], style_grid[0], content_grid[0], {})
+    if len(style_grid) == 1 and len(content_grid) == 1 and len(weight_grid) == 1:
+        return closest
     if len(answered) < MIN_ANSWERS or len(answered.unique()) <= style.shape[1]:
-        return strongest
+        return closest
     beta = default_beta(logits)
-    evidence: dict[tuple[float, float], float] = {}
+    evidence: dict[tuple[float, float, float], float] = {}
 
-    def score(strength: tuple[float, float]) -> float:
-        if strength not in evidence:
-            evidence[strength] = log_evidence(logits, style, content, answered, *strength, beta)
-        return evidence[strength]
+    def score(candidate: tuple[float, float, float]) -> float:
+        weight, style_l2, content_l2 = candidate
+        if weight == 0 and math.isinf(style_l2) and math.isinf(content_l2):
+            return -math.inf
+        if candidate not in evidence:
+            evidence[candidate] = log_evidence(logits, style, content, answered, style_l2, content_l2, beta, weight)
+        return evidence[candidate]
 
-    style_l2 = max(((s, content_grid[0]) for s in style_grid), key=score)[0]
-    best = max(((style_l2, c) for c in content_grid), key=score)
+    # with the default grids, less of the generic model only where a style part replaces its ranking
+    candidates = [(w, s) for w in weight_grid for s in style_grid if not defaults or w == 1 or math.isfinite(s)]
+    if defaults:
+        candidates += [(w, s) for w in weight_grid if w < 1 for s in REPLACING_STYLE_L2]
+    candidates.sort(key=lambda c: (-c[0], -c[1]))  # the generic model's side first: it wins ties
+    _, style_l2, _ = max(((w, s, content_grid[0]) for w, s in candidates), key=score)
+    best = max(((w, style_l2, c) for w, s in candidates if s == style_l2 for c in content_grid), key=score)
     if score(best) <= -len(answered) * math.log(2):
-        return TasteChoice(strongest.style_l2, strongest.content_l2, evidence)
-    return TasteChoice(best[0], best[1], evidence)
+        return TasteChoice(closest.generic_weight, closest.style_l2, closest.content_l2, evidence)
+    return TasteChoice(*best, evidence)

@@ -162,8 +162,9 @@ class PersonalSettings:
 
     ``taste`` fits the profile's :class:`~persaes.core.taste.TastePart` on the answers (a pairwise
     logistic model over style statistics and content features with the fine-tuned or generic
-    head as its offset); ``style_l2`` and ``content_l2`` fix its strengths, and ``None`` lets
-    the answers' evidence choose them (:func:`persaes.core.taste.choose_strength`).
+    head as its offset); ``generic_weight`` (the weight ``γ`` of that offset, in ``[0, 1]``),
+    ``style_l2`` and ``content_l2`` fix its weight and strengths one by one, and ``None`` lets the
+    answers' evidence choose (:func:`persaes.core.taste.choose_strength`).
 
     ``iterations > 0`` first fine-tunes the head itself with the paper's pairwise loss (hinge,
     margin 0.1), AdamW with the learning rate halved every ``halve_every`` steps. ``anchor``
@@ -175,6 +176,7 @@ class PersonalSettings:
     """
 
     taste: bool = True
+    generic_weight: float | None = None
     style_l2: float | None = None
     content_l2: float | None = None
     iterations: int | str = 0
@@ -202,6 +204,8 @@ class PersonalSettings:
         for name in ("style_l2", "content_l2"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"{name} must be None (chosen from the answers) or > 0")
+        _require(self.generic_weight is None or 0 <= self.generic_weight <= 1,
+                 f"generic_weight must be None (chosen from the answers) or in [0, 1], got {self.generic_weight!r}")
 
     def as_dict(self) -> dict[str, float | str | bool | None]:
         """The settings as a JSON-able dict (recorded in profile metadata)."""
@@ -521,10 +525,13 @@ def train_taste(head: AttentionHead, source: Source, answered: Tensor, settings:
     rows = where.view(-1, 2).cpu()
     style_grid = None if settings.style_l2 is None else (settings.style_l2,)
     content_grid = None if settings.content_l2 is None else (settings.content_l2,)
-    choice = choose_strength(logits, style, content, rows, style_grid, content_grid)
-    fitted = fit_taste(logits, style, content, expanded_pairs(rows), choice.style_l2, choice.content_l2)
+    weight_grid = None if settings.generic_weight is None else (settings.generic_weight,)
+    choice = choose_strength(logits, style, content, rows, style_grid, content_grid, weight_grid)
+    fitted = fit_taste(logits, style, content, expanded_pairs(rows), choice.style_l2, choice.content_l2,
+                       generic_weight=choice.generic_weight)
     part.style.copy_(fitted.style)
     part.content.copy_(fitted.content)
+    part.generic_weight.fill_(choice.generic_weight)
     head.taste = part.to(z3.device)
     return choice
 

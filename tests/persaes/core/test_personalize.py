@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from persaes.app.retouch_folder import save_photo
 from persaes.core.personalize import PersonalizeError, personalize
-from persaes.core.scorer import load_scorer
+from persaes.core.scorer import load_scorer, resolve_weights
 from persaes.core.train import PERSONAL_PRESETS
+from persaes.io.checkpoint import load_model
 from persaes.io.images import load_image
 from persaes.io.preferences import Answer, append_answer
 from persaes.io.references import read_score_csv
@@ -72,7 +73,8 @@ def test_profile_metadata(dark_lover: dict[str, Path]) -> None:
     assert meta["training"]["personal"] == PERSONAL_PRESETS["taste"].as_dict()
     assert meta["training"]["personal_iterations_trained"] == 0
     strength = meta["training"]["taste_strength"]
-    assert set(strength) == {"style_l2", "content_l2"} and strength["style_l2"] is not None  # consistent answers
+    assert set(strength) == {"generic_weight", "style_l2", "content_l2"}
+    assert strength["style_l2"] is not None and 0 <= strength["generic_weight"] <= 1  # consistent answers
     assert load_scorer(dark_lover["profile"], device="cpu").model.head.taste is not None
 
 
@@ -149,11 +151,11 @@ def test_full_finetune_saves_and_restores_the_backbone(photos: list[Path], tmp_p
                 personal=PersonalSettings(iterations=2, batch_size=3, lr=1e-3, epochs=None))
     tensors = load_file(str(out))
     assert any(k.startswith("backbone.") for k in tensors)
-    scorer = load_scorer(out, device="cpu")
-    pretrained = load_scorer("generic", device="cpu")
+    model, _ = load_model(out)  # as saved (a scorer folds the batch norms into the convolutions)
+    pretrained, _ = load_model(resolve_weights("generic"))
     stem = "backbone.stem.0.weight"
-    assert torch.equal(scorer.model.backbone.state_dict()[stem[len("backbone."):]], tensors[stem])
-    assert not torch.equal(tensors[stem], pretrained.model.backbone.state_dict()[stem[len("backbone."):]])
+    assert torch.equal(model.backbone.state_dict()[stem[len("backbone."):]], tensors[stem])
+    assert not torch.equal(tensors[stem], pretrained.backbone.state_dict()[stem[len("backbone."):]])
 
 
 def test_a_consistent_taste_on_different_photos_against_the_generic_bias_is_learned(tmp_path: Path) -> None:

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from persaes.core.model import AttentionHead, distribution_to_score
-from persaes.core.taste import TastePart, choose_strength, expanded_pairs, fit_taste, log_evidence, tilt
+from persaes.core.taste import (
+    REPLACING_STYLE_L2,
+    TastePart,
+    choose_strength,
+    expanded_pairs,
+    fit_taste,
+    log_evidence,
+    tilt,
+)
 
 
 def _planted(n: int = 60, answers: int = 100, seed: int = 0, flip: float = 0.1, coin: bool = False):
@@ -49,14 +57,41 @@ def test_consistent_answers_choose_a_weak_strength_and_coin_flips_keep_the_gener
     for seed in range(3):
         logits, style, content, answered = _planted(seed=seed)
         choice = choose_strength(logits, style, content, answered)
-        assert choice.style_l2 <= 1
+        assert choice.style_l2 <= 10
         # the evidence of the choice beats both the generic model and answers that carry no information
-        assert choice.evidence[(choice.style_l2, choice.content_l2)] > max(
-            choice.evidence[(math.inf, math.inf)], -len(answered) * math.log(2))
+        assert choice.evidence[(choice.generic_weight, choice.style_l2, choice.content_l2)] > max(
+            choice.evidence[(1.0, math.inf, math.inf)], -len(answered) * math.log(2))
     for seed in range(5):
         logits, style, content, answered = _planted(seed=seed, coin=True)
         choice = choose_strength(logits, style, content, answered)
-        assert (choice.style_l2, choice.content_l2) == (math.inf, math.inf)
+        assert (choice.generic_weight, choice.style_l2, choice.content_l2) == (1.0, math.inf, math.inf)
+
+
+def test_answers_against_a_confident_generic_model_choose_less_of_it() -> None:
+    # the generic model ranks by the first statistic, confidently; the answers go by the second alone
+    g = torch.Generator().manual_seed(3)
+    style = torch.randn(60, 4, generator=g)
+    logits = 3 * style[:, :1] * torch.linspace(-1, 1, 10)[None]
+    pairs = torch.randint(60, (200, 2), generator=g)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]][:60]
+    answered = torch.where((style[pairs[:, 0], 1] > style[pairs[:, 1], 1])[:, None], pairs, pairs.flip(1))
+    choice = choose_strength(logits, style, torch.zeros(60, 0), answered)
+    assert choice.generic_weight < 1 and math.isfinite(choice.style_l2)
+    assert choice.evidence[(choice.generic_weight, choice.style_l2, math.inf)] > choice.evidence[
+        (1.0, choice.style_l2, math.inf)]
+    # the replacing style strengths are scored beside less of the generic model, never beside all of it
+    assert any(s in REPLACING_STYLE_L2 for _, s, _ in choice.evidence)
+    assert all(w < 1 for w, s, _ in choice.evidence if s in REPLACING_STYLE_L2)
+    # less of the generic model only beside a style part: never a wider logistic scale alone
+    assert all(math.isfinite(s) for w, s, _ in choice.evidence if w < 1)
+    # a choice with neither the generic model nor a taste part would rank nothing: never scored, never chosen
+    assert (0.0, math.inf, math.inf) not in choice.evidence
+    weights = fit_taste(logits, style, torch.zeros(60, 0), answered, choice.style_l2, math.inf,
+                        generic_weight=choice.generic_weight)
+    held = torch.randn(40, 4, generator=g)
+    held_logits = choice.generic_weight * 3 * held[:, :1] * torch.linspace(-1, 1, 10)[None]
+    s = distribution_to_score(torch.softmax(tilt(held_logits, held @ weights.style), 1))
+    assert float(torch.corrcoef(torch.stack([s, held[:, 1]]))[0, 1]) > 0.8
 
 
 def test_evidence_is_the_generic_likelihood_at_infinite_strengths_and_its_limit() -> None:
@@ -74,8 +109,22 @@ def test_evidence_is_the_generic_likelihood_at_infinite_strengths_and_its_limit(
 def test_too_few_answers_keep_the_generic_model_and_fixed_strengths_skip_the_search() -> None:
     logits, style, content, answered = _planted(answers=5)
     assert (choose_strength(logits, style, content, answered).style_l2) == math.inf
-    fixed = choose_strength(logits, style, content, answered, style_grid=(3.0,), content_grid=(7.0,))
-    assert (fixed.style_l2, fixed.content_l2, fixed.evidence) == (3.0, 7.0, {})
+    fixed = choose_strength(logits, style, content, answered, style_grid=(3.0,), content_grid=(7.0,),
+                            weight_grid=(0.5,))
+    assert (fixed.generic_weight, fixed.style_l2, fixed.content_l2, fixed.evidence) == (0.5, 3.0, 7.0, {})
+
+
+def test_taste_part_weighs_the_generic_logits_and_loads_a_state_saved_before_the_weight() -> None:
+    part = TastePart(2, 3)
+    with torch.no_grad():
+        part.style.copy_(torch.tensor([1.0, -1.0]))
+        part.generic_weight.fill_(0.5)
+    logits, stats, z3 = torch.randn(4, 10), torch.randn(4, 2), torch.randn(4, 3)
+    assert torch.allclose(part.tilted(logits, stats, z3), tilt(0.5 * logits, stats @ part.style))
+    older = {k: v for k, v in part.state_dict().items() if k != "generic_weight"}
+    loaded = TastePart(2, 3)
+    loaded.load_state_dict(older, strict=True)
+    assert float(loaded.generic_weight) == 1.0 and torch.equal(loaded.style, part.style)
 
 
 def test_expanded_pairs_add_one_step_transitivity() -> None:
