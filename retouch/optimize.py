@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -257,8 +258,9 @@ def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: Edi
     active = torch.arange(len(small))
     for step in range(settings.steps + 1):
         params = {key: value[active] for key, value in retoucher.named_parameters()}
-        values = edit_objectives(loss_fn, retoucher.render(small[active], params), small[active],
-                                 row_regularizations(retoucher, params), settings, original[active])
+        with torch.no_grad() if step == settings.steps else nullcontext():  # the last step is only looked at
+            values = edit_objectives(loss_fn, retoucher.render(small[active], params), small[active],
+                                     row_regularizations(retoucher, params), settings, original[active])
         found = values.detach().cpu()
         better = found < best_values[active]
         progress = found < best_values[active] - settings.min_improvement
