@@ -299,11 +299,11 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module:
     if any(m.training for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)):
         raise ValueError("fold_batchnorm needs a backbone in eval mode")
     for parent in list(backbone.modules()):
-        previous: tuple[str, nn.Module] | None = None
+        before: nn.Module | None = None  # the child registered before this one
         for name, child in list(parent.named_children()):
-            if (isinstance(child, nn.BatchNorm2d) and previous is not None and isinstance(previous[1], nn.Conv2d)
-                    and previous[1].out_channels == child.num_features and child.running_mean is not None):
-                conv = previous[1]
+            if (isinstance(child, nn.BatchNorm2d) and isinstance(before, nn.Conv2d)
+                    and before.out_channels == child.num_features and child.running_mean is not None):
+                conv = before
                 weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, child.running_mean, child.running_var,
                                                     child.eps, child.weight, child.bias)
                 conv.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last),
@@ -311,5 +311,5 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module:
                 conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
                 # timm's BatchNormAct2d: the activation (and its eval-mode identity dropout) stays
                 setattr(parent, name, nn.Sequential(child.drop, child.act) if hasattr(child, "act") else nn.Identity())
-            previous = (name, child)
+            before = child
     return backbone

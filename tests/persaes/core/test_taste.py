@@ -57,7 +57,7 @@ def test_consistent_answers_choose_a_weak_strength_and_coin_flips_keep_the_gener
     for seed in range(3):
         logits, style, content, answered = _planted(seed=seed)
         choice = choose_strength(logits, style, content, answered)
-        assert choice.style_l2 <= 10
+        assert choice.style_l2 <= 1
         # the evidence of the choice beats both the generic model and answers that carry no information
         assert choice.evidence[(choice.generic_weight, choice.style_l2, choice.content_l2)] > max(
             choice.evidence[(1.0, math.inf, math.inf)], -len(answered) * math.log(2))
