@@ -171,3 +171,14 @@ def test_new_clipping_counts_highlights_and_shadows_apart() -> None:
     assert float(soft_clipped_share(edited)) == pytest.approx(float(soft_clipped_share(source)), abs=0.01)
     assert float(new_clipping(edited, source)) > 0.45
     assert float(new_clipping(source, source)) == 0.0
+
+
+def test_new_clipping_charges_near_whites_pushed_to_white_in_full() -> None:
+    # near-white and near-black pixels are not clipped yet: clipping them counts as the hard count does
+    near = torch.tensor([252.0, 3.0]).div(255).repeat_interleave(8).view(1, 1, 2, 8).expand(1, 3, 2, 8)
+    clipped = torch.cat([torch.ones(1, 3, 1, 8), torch.zeros(1, 3, 1, 8)], dim=2)
+    assert float(clipped_share(near)) == 0.0 and float(clipped_share(clipped)) == 1.0
+    assert float(new_clipping(clipped, near)) > 0.95
+    # and pushing highlights toward white costs something before they clip (the wider ramp)
+    toward = torch.full((1, 3, 2, 8), 252.0 / 255)
+    assert float(clipped_share(toward)) == 0.0 and float(new_clipping(toward, torch.full_like(toward, 0.9))) > 0.2
