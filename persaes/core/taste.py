@@ -136,8 +136,19 @@ class TasteChoice:
 
 
 def _scores(logits: Tensor, delta: Tensor) -> Tensor:
+    return _scores_and_slopes(logits, delta)[0]
+
+
+def _scores_and_slopes(logits: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+    """Each photo's score of its tilted ``logits`` and the slope of that score in δ (both B).
+
+    The slope is the covariance of the bins and :data:`TILT` under the tilted distribution.
+    """
+    p = torch.softmax(tilt(logits, delta), dim=1)
     bins = torch.arange(1, 11, dtype=logits.dtype, device=logits.device)
-    return torch.softmax(tilt(logits, delta), dim=1) @ bins
+    t = TILT.to(logits)
+    scores = p @ bins
+    return scores, p @ (bins * t) - scores * (p @ t)
 
 
 def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, style_l2: float, content_l2: float,
@@ -167,36 +178,35 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
     if beta is None:
         beta = default_beta(logits)
     logits = generic_weight * logits
-    parts = [(x, l2) for x, l2 in ((style, style_l2), (content, content_l2))]
-    weights = [torch.zeros(x.shape[1], requires_grad=math.isfinite(l2) and x.shape[1] > 0) for x, l2 in parts]
-    free = [w for w in weights if w.requires_grad]
-    if free and len(pairs):
-        optimizer = torch.optim.LBFGS(free, lr=1.0, max_iter=steps, tolerance_grad=1e-4, line_search_fn="strong_wolfe")
+    # the free columns (a part at strength inf stays zero): style's, then content's
+    sizes = [x.shape[1] if math.isfinite(l2) else 0 for x, l2 in ((style, style_l2), (content, content_l2))]
+    x = torch.cat([style[:, :sizes[0]], content[:, :sizes[1]]], dim=1)
+    precision = torch.cat([torch.full((sizes[0],), style_l2), torch.full((sizes[1],), content_l2)])
+    weights = torch.zeros(sum(sizes), requires_grad=True)
+    if sum(sizes) and len(pairs):
+        optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=steps, tolerance_grad=1e-4,
+                                      line_search_fn="strong_wolfe")
+        first, second = pairs[:, 0], pairs[:, 1]
 
         def closure() -> Tensor:
-            optimizer.zero_grad()
-            s = _scores(logits, parts[0][0] @ weights[0] + parts[1][0] @ weights[1])
-            loss = F.softplus(-beta * (s[pairs[:, 0]] - s[pairs[:, 1]])).sum()
-            loss = loss + sum(0.5 * l2 * (w ** 2).sum() for (_, l2), w in zip(parts, weights) if w.requires_grad)
-            loss.backward()
-            return loss
+            # the objective and its gradient in closed form: each score's slope in δ times x
+            w = weights.detach()
+            scores, slopes = _scores_and_slopes(logits, x @ w)
+            margin = beta * (scores[first] - scores[second])
+            pull = beta * torch.sigmoid(-margin)  # minus the likelihood's slope in each pair's score difference
+            ds = torch.zeros_like(scores).index_add_(0, first, -pull).index_add_(0, second, pull)
+            weights.grad = x.T @ (ds * slopes) + precision * w
+            return F.softplus(-margin).sum() + 0.5 * (precision * w ** 2).sum()
 
-        with torch.enable_grad():
-            optimizer.step(closure)
-    return TasteWeights(weights[0].detach(), weights[1].detach())
+        optimizer.step(closure)
+    style_w, content_w = weights.detach().split(sizes)
+    return TasteWeights(style_w if sizes[0] else torch.zeros(style.shape[1]),
+                        content_w if sizes[1] else torch.zeros(content.shape[1]))
 
 
 def default_beta(logits: Tensor) -> float:
     """One over the standard deviation of the scores of ``logits`` (N×10)."""
     return 1.0 / float(_scores(logits, logits.new_zeros(len(logits))).std().clamp_min(1e-3)) if len(logits) > 1 else 1.0
-
-
-def _score_slope(logits: Tensor, delta: Tensor) -> Tensor:
-    """Each photo's slope of the score in δ: the covariance of the bins and :data:`TILT` when tilted."""
-    p = torch.softmax(tilt(logits, delta), dim=1)
-    bins = torch.arange(1, 11, dtype=logits.dtype, device=logits.device)
-    t = TILT.to(logits)
-    return p @ (bins * t) - (p @ bins) * (p @ t)
 
 
 def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tensor, style_l2: float,
@@ -225,8 +235,7 @@ def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tenso
     beta = default_beta(logits) if beta is None else beta
     fitted = fit_taste(logits, style, content, answered, style_l2, content_l2, beta, generic_weight=generic_weight)
     logits = generic_weight * logits
-    delta = style @ fitted.style + content @ fitted.content
-    s = _scores(logits, delta)
+    s, slopes = _scores_and_slopes(logits, style @ fitted.style + content @ fitted.content)
     margin = beta * (s[answered[:, 0]] - s[answered[:, 1]])
     log_p = -float(F.softplus(-margin).sum())
     free = [(x, l2, w) for x, l2, w in ((style, style_l2, fitted.style), (content, content_l2, fitted.content))
@@ -236,7 +245,7 @@ def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tenso
     x = torch.cat([x for x, _, _ in free], dim=1).double()
     precision = torch.cat([torch.full((f[0].shape[1],), f[1], dtype=torch.float64) for f in free])
     log_p -= sum(0.5 * l2 * float((w ** 2).sum()) for _, l2, w in free)
-    grad = _score_slope(logits, delta).double()[:, None] * x
+    grad = slopes.double()[:, None] * x
     p = torch.sigmoid(margin).double()
     jac = (p * (1 - p)).sqrt()[:, None] * beta * (grad[answered[:, 0]] - grad[answered[:, 1]])
     inner = torch.eye(len(answered), dtype=torch.float64) + (jac / precision) @ jac.T

@@ -53,6 +53,26 @@ def test_fit_learns_a_planted_taste_against_the_generic_bias() -> None:
     assert float(torch.corrcoef(torch.stack([s[low_first], torch.arange(len(s)).float()]))[0, 1]) < -0.8
 
 
+def test_fit_reaches_the_optimum_of_its_objective_by_autograd() -> None:
+    # fit_taste's closed-form gradient: autograd's gradient of the same objective is ~0 at its result
+    logits, style, content, answered = _planted(seed=1, flip=0.1)
+    content = torch.randn(len(style), 3, generator=torch.Generator().manual_seed(2))
+    beta, weight = 0.7, 0.5
+
+    def gradient(style_w: torch.Tensor, content_w: torch.Tensor) -> torch.Tensor:
+        style_w, content_w = style_w.clone().requires_grad_(), content_w.clone().requires_grad_()
+        s = distribution_to_score(torch.softmax(tilt(weight * logits, style @ style_w + content @ content_w), 1))
+        objective = (torch.nn.functional.softplus(-beta * (s[answered[:, 0]] - s[answered[:, 1]])).sum()
+                     + 0.5 * (style_w ** 2).sum() + 50.0 * (content_w ** 2).sum())
+        objective.backward()
+        return torch.cat([style_w.grad, content_w.grad]).abs().max()
+
+    fitted = fit_taste(logits, style, content, answered, 1.0, 100.0, beta, generic_weight=weight)
+    assert float(fitted.content.abs().max()) > 1e-3 and float(fitted.style.abs().max()) > 0.1
+    assert float(gradient(torch.zeros(4), torch.zeros(3))) > 5  # the start is far from the optimum
+    assert float(gradient(fitted.style, fitted.content)) < 0.05  # float32's optimum
+
+
 def test_consistent_answers_choose_a_weak_strength_and_coin_flips_keep_the_generic_model() -> None:
     for seed in range(3):
         logits, style, content, answered = _planted(seed=seed)
