@@ -40,7 +40,7 @@ from string import Template
 from PIL import Image, ImageDraw
 
 from persaes.app.progress import ProgressCallback
-from persaes.app.retouch_folder import RetouchSummary, plan, retouch_folder
+from persaes.app.retouch_folder import plan, retouch_folder
 from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_text
 from persaes.io.images import ImageError, open_rgb
@@ -83,9 +83,9 @@ def compare_folder(
     """Retouch ``in_dir`` generically and personally, side by side; write the report.
 
     The personal column is the personal scorer's retouch on top of the generic one, as
-    ``persaes retouch --profile`` makes it: each photo's generic edit is fitted again in that run
-    (the same edit: the fits are deterministic), so that the profile's edit is held to the
-    untouched photo, clipping and casting nothing it did not.
+    ``persaes retouch --profile`` makes it, held to the untouched photo (clipping and casting nothing
+    it did not); the generic column is that generic retouch, as ``persaes retouch`` makes it. Each
+    photo's generic edit is fitted once for both columns (:func:`retouch_folder`'s ``base_out``).
 
     Args:
         in_dir: the photos (searched recursively; ``_variants/`` left out); never written to.
@@ -96,8 +96,8 @@ def compare_folder(
         settings: how the generic edits are fitted; the personal ones with
             :func:`~persaes.core.retouching.taste_settings` of them, on top.
         limit: retouch only the first ``limit`` photos.
-        progress: told each column's photos retouched (see
-            :data:`~persaes.app.progress.ProgressCallback`); the generic column's run, then the personal one's.
+        progress: told the photos retouched, both columns of a photo at once (see
+            :data:`~persaes.app.progress.ProgressCallback`).
         on_error: told each failed photo's one-line reason; the run carries on.
 
     Returns:
@@ -121,21 +121,11 @@ def compare_folder(
                 os.symlink(src.resolve(), link)
         in_dir = subset
     settings = settings or EditSettings()
-    told: set[str] = set()
-
-    def tell(message: str) -> None:  # a photo that fails in both columns is told once
-        if on_error and message not in told:
-            told.add(message)
-            on_error(message)
-
-    summaries: list[RetouchSummary] = [
-        # the report folder is the comparison's own: photos made with other settings are made again
-        retouch_folder(in_dir, report_dir / "generic", generic, ops, settings, progress=progress, on_error=tell,
-                       model_name="generic", redo=True),
-        retouch_folder(in_dir, report_dir / "personal", personal, ops, settings, progress=progress, on_error=tell,
-                       model_name="personal", base=generic, base_name="generic", redo=True),
-    ]
-    failed = sorted({f for s in summaries for f in s.failed})
+    # the report folder is the comparison's own: photos made with other settings are made again
+    summary = retouch_folder(in_dir, report_dir / "personal", personal, ops, settings, progress=progress,
+                             on_error=on_error, model_name="personal", base=generic, base_name="generic", redo=True,
+                             base_out=report_dir / "generic")
+    failed = sorted(summary.failed)
     rows: list[Row] = []
     sheet: list[list[Image.Image]] = []
     for src, generic_out in plan(in_dir, report_dir / "generic"):

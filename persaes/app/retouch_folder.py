@@ -12,7 +12,8 @@
 * The photos are retouched by :func:`persaes.core.retouching.retouch_images`: fitted edits
   (photos of one size fitted together, each its own edit) or a trained
   :class:`retouch.RetouchNet` (one pass); a profile's fitted edit is made on top of the
-  generic model's (``base``).
+  generic model's (``base``), whose retouches a second folder can get from the same fits
+  (``base_out``: the side-by-side report's generic column).
 
 Example:
     >>> import tempfile
@@ -60,7 +61,7 @@ from torch import Tensor
 from persaes.app.progress import ProgressCallback
 from persaes.app.variants import is_variant
 from persaes.core.aesthetic_loss import AestheticLoss
-from persaes.core.retouching import retouch_images
+from persaes.core.retouching import retouch_images, taste_settings
 from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
 from persaes.io.checkpoint import tensors_digest
@@ -321,6 +322,45 @@ def _recorded(row: dict[str, str] | None) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+@dataclass
+class _Target:
+    """One output folder of a run: its scorer, its ``scores.csv`` rows and the photos it holds already."""
+
+    out_dir: Path
+    scorer: Scorer
+    record: str
+    scores: dict[str, dict[str, str]]
+    finished: set[Path]
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+def _target(in_dir: Path, out_dir: Path, scorer: Scorer, current: dict[str, Any], redo: bool) -> _Target:
+    """Read ``out_dir``'s state for a run whose :func:`run_settings` are ``current``.
+
+    Raises:
+        RetouchError: ``out_dir`` holds photos made with other settings and ``redo`` is False.
+    """
+    scores = _read_scores(out_dir / SCORES_FILE)
+    finished: set[Path] = set()  # made with these settings: skipped
+    other: list[Path] = []  # made with other settings: re-done with ``redo``, else the run stops here
+    for _, dst in plan(in_dir, out_dir):
+        if dst.exists():
+            recorded = _recorded(scores.get(dst.relative_to(out_dir).as_posix()))
+            if settings_differences(recorded, current):
+                other.append(dst)
+            else:
+                finished.add(dst)
+    if other and not redo:
+        first = _recorded(scores.get(other[0].relative_to(out_dir).as_posix()))
+        many = len(other) != 1
+        raise RetouchError(f"{out_dir}: {len(other)} photo{'s' * many} there {'were' if many else 'was'} made with "
+                           f"other settings ({', '.join(settings_differences(first, current))}); pass --redo to "
+                           "re-do them, replacing them in OUT (the originals are never touched), or choose another "
+                           "OUT")
+    record = json.dumps(current, sort_keys=True, separators=(",", ":"))
+    return _Target(out_dir, scorer, record, scores, finished, {"model": current["model"], "settings": record})
+
+
 def retouch_folder(
     in_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -336,6 +376,7 @@ def retouch_folder(
     base_name: str = "",
     redo: bool = False,
     batch_size: int = FIT_BATCH,
+    base_out: str | os.PathLike[str] | None = None,
 ) -> RetouchSummary:
     """Retouch every photo under ``in_dir`` into ``out_dir`` (see the module docstring).
 
@@ -347,52 +388,49 @@ def retouch_folder(
         settings: how edits are fitted (default :class:`~retouch.optimize.EditSettings`).
         net: a trained retouching network: one pass per photo instead of fitting.
         seed: fixes each photo's fit.
-        progress: told the photos retouched (failed ones included) of those not yet in ``out_dir``.
+        progress: told the photos retouched (failed ones included) of those not yet in ``out_dir``
+            (and ``base_out``).
         on_error: told each failed photo's one-line reason; the run carries on.
         model_name: the ``model`` column of ``scores.csv``.
         base: a scorer whose fitted edit is made first, ``scorer``'s on top of it (see
             :func:`~persaes.core.retouching.retouch_image`); scores before and after are ``scorer``'s.
         base_name: ``base``'s name for ``scores.csv``'s ``settings`` column (see :func:`run_settings`).
-        redo: re-do the photos ``out_dir`` holds from a run with other settings, replacing them.
+        redo: re-do the photos ``out_dir`` (and ``base_out``) holds from a run with other settings, replacing them.
         batch_size: most photos fitted together (:func:`~persaes.core.retouching.retouch_images`; photos
             are also batched only up to :data:`BATCH_PIXELS` in all).
+        base_out: with ``base``, a second folder that gets the base retouches, scored by ``base``: what
+            ``retouch_folder(in_dir, base_out, base, ops, settings, seed=seed, model_name=base_name)`` writes,
+            each photo's base edit fitted once for both folders. Neither ``in_dir``, inside it, nor ``out_dir``.
 
     Returns:
-        The photos retouched, skipped (already in ``out_dir``, made with the same settings) and failed.
+        The photos retouched (written to ``out_dir`` or ``base_out``), skipped (already in both, made with the
+        same settings) and failed.
 
     Raises:
         RetouchError: ``in_dir`` is missing, ``out_dir`` is ``in_dir`` or inside it, or ``out_dir``
-            holds photos made with other settings and ``redo`` is False (nothing is written then).
+            holds photos made with other settings and ``redo`` is False (nothing is written then); the same for
+            ``base_out``.
+        ValueError: ``base_out`` without ``base``, with ``net``, or ``base_out`` is ``out_dir``.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if base_out is not None and (base is None or net is not None or Path(base_out).resolve() == out_dir.resolve()):
+        raise ValueError("base_out needs fitted edits on top of a base scorer, and a folder of its own, not out_dir")
     pairs = plan(in_dir, out_dir)
     settings = settings or EditSettings()
-    current = run_settings(scorer, ops, settings, net, seed, base, model_name, base_name)
-    scores_path = out_dir / SCORES_FILE
-    scores = _read_scores(scores_path)
-    finished: set[Path] = set()  # made with these settings: skipped
-    other: list[Path] = []  # made with other settings: re-done with ``redo``, else the run stops here
-    for _, dst in pairs:
-        if dst.exists():
-            recorded = _recorded(scores.get(dst.relative_to(out_dir).as_posix()))
-            if settings_differences(recorded, current):
-                other.append(dst)
-            else:
-                finished.add(dst)
-    if other and not redo:
-        first = _recorded(scores.get(other[0].relative_to(out_dir).as_posix()))
-        many = len(other) != 1
-        raise RetouchError(f"{out_dir}: {len(other)} photo{'s' * many} there {'were' if many else 'was'} made with "
-                           f"other settings ({', '.join(settings_differences(first, current))}); pass --redo to "
-                           "re-do them, replacing them in OUT (the originals are never touched), or choose another "
-                           "OUT")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(out_dir)  # left by a killed run; its finished photos are whole
+    targets = [_target(in_dir, out_dir, scorer, run_settings(scorer, ops, settings, net, seed, base, model_name,
+                                                             base_name), redo)]
+    if base_out is not None and base is not None:
+        plan(in_dir, Path(base_out))  # refuses a base_out inside in_dir
+        targets.append(_target(in_dir, Path(base_out), base, run_settings(base, ops, settings, None, seed, None,
+                                                                          base_name), redo))
+    for target in targets:
+        target.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(target.out_dir)  # left by a killed run; its finished photos are whole
     loss = AestheticLoss(scorer, reduction="none")
     base_loss = AestheticLoss(base, reduction="none") if base is not None else None
-    record = json.dumps(current, sort_keys=True, separators=(",", ":"))
     summary = RetouchSummary()
-    todo = [(s, d) for s, d in pairs if d not in finished]
+    todo = [(s, d) for s, d in pairs
+            if any(t.out_dir / d.relative_to(out_dir) not in t.finished for t in targets)]
     summary.skipped = len(pairs) - len(todo)
     done = 0
     if progress:
@@ -411,23 +449,41 @@ def retouch_folder(
         counted()
 
     for batch in _photo_batches(todo, failed, batch_size):
-        results = _retouch_batch(batch, scorer.device, loss, ops, settings, net, seed, base_loss)
-        befores = {path: (value, error) for path, value, error in scorer.iter_scores([src for src, _, _ in batch])}
+        results = _retouch_batch(batch, scorer.device, loss, ops, settings, net, seed, base_loss, len(targets) > 1)
+        befores = [{path: (value, error) for path, value, error in t.scorer.iter_scores([src for src, _, _ in batch])}
+                   for t in targets]
         for (src, dst, photo), result in zip(batch, results):
-            before, error = befores[src]  # the files' scores, as `persaes score` gives them
             try:
-                if isinstance(result, Exception):
-                    raise result
-                if before is None:
-                    raise ImageError(error)
-                data = encode_photo(result[0], dst, photo)  # a photo that cannot be written fails here, old output kept
+                written = _encoded(result, targets, befores, src, dst.relative_to(out_dir), photo)
             except (ImageError, OSError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on a huge photo
                 failed(_failure(src, exc))
                 continue
-            _write_result(dst, data, scorer, scores, out_dir, {"model": model_name, "settings": record}, before)
+            for target, goal, data, before in written:
+                _write_result(goal, data, target.scorer, target.scores, target.out_dir, target.columns, before)
             summary.done += 1
             counted()
     return summary
+
+
+def _encoded(result: list[Tensor] | Exception, targets: list[_Target],
+             befores: list[dict[Path, tuple[float | None, str]]], src: Path, relative: Path,
+             photo: Photo) -> list[tuple[_Target, Path, bytes, float]]:
+    """Each target's file of one photo's retouch (those it holds already left out), with the photo's score before.
+
+    Raises:
+        Exception: the photo's retouch failed (``result``), its file has no score, or a retouch cannot be written.
+    """
+    if isinstance(result, Exception):
+        raise result
+    written = []
+    for target, image, scored in zip(targets, result, befores):
+        before, error = scored[src]  # the file's score, as `persaes score` gives it
+        if before is None:
+            raise ImageError(error)
+        goal = target.out_dir / relative
+        if goal not in target.finished:  # a photo that cannot be written fails here, old output kept
+            written.append((target, goal, encode_photo(image[0], goal, photo), before))
+    return written
 
 
 def _photo_batches(todo: list[tuple[Path, Path]], failed: Callable[[str], None],
@@ -460,17 +516,25 @@ def _failure(src: Path, exc: Exception) -> str:
 
 
 def _retouch_batch(batch: list[tuple[Path, Path, Photo]], device: Any, loss: AestheticLoss, ops: Sequence[str],
-                   settings: EditSettings, net: RetouchNet | None, seed: int,
-                   base_loss: AestheticLoss | None) -> list[Tensor | Exception]:
-    """Each photo's retouch, fitted together; when the batch fails (e.g. out of memory), photo by photo."""
+                   settings: EditSettings, net: RetouchNet | None, seed: int, base_loss: AestheticLoss | None,
+                   keep_base: bool = False) -> list[list[Tensor] | Exception]:
+    """Each photo's retouch (with ``keep_base``, then its base retouch), fitted together.
+
+    When the batch fails (e.g. out of memory), photo by photo.
+    """
     images = [photo.color[None].to(device) for _, _, photo in batch]
     try:
-        return list(retouch_images(images, loss, ops, settings, net, seed, base_loss))
+        if not keep_base or base_loss is None:
+            return [[result] for result in retouch_images(images, loss, ops, settings, net, seed, base_loss)]
+        # retouch_images(images, loss, ..., base=base_loss) in its two stages, keeping the first
+        bases = retouch_images(images, base_loss, ops, settings, seed=seed)
+        finals = retouch_images(bases, loss, ops, taste_settings(settings), seed=seed, originals=images)
+        return [[final, start] for final, start in zip(finals, bases)]
     except RuntimeError as exc:
         if len(batch) == 1:
             return [exc]
     return [result for item in batch
-            for result in _retouch_batch([item], device, loss, ops, settings, net, seed, base_loss)]
+            for result in _retouch_batch([item], device, loss, ops, settings, net, seed, base_loss, keep_base)]
 
 
 def _write_result(dst: Path, data: bytes, scorer: Scorer, scores: dict[str, dict[str, str]], out_dir: Path,

@@ -288,6 +288,38 @@ def test_redo_replaces_the_outputs_made_with_other_settings(scorer, other_scorer
     assert (again.done, again.skipped) == (0, 2)  # and now they resume under the new settings
 
 
+def test_base_out_writes_the_base_retouches_of_the_same_run(scorer, other_scorer, photos: list[Path],
+                                                            tmp_path: Path) -> None:
+    # one fit of each photo's base edit gives both folders what two separate runs give
+    album = _album(tmp_path / "in", photos)
+    settings = EditSettings(steps=2, work_size=96)
+    retouch_folder(album, tmp_path / "generic", scorer, ("exposure",), settings, model_name="generic")
+    retouch_folder(album, tmp_path / "personal", other_scorer, ("exposure",), settings, model_name="me",
+                   base=scorer, base_name="generic")
+    calls: list[tuple[int, int]] = []
+    errors: list[str] = []
+    summary = retouch_folder(album, tmp_path / "both", other_scorer, ("exposure",), settings, model_name="me",
+                             base=scorer, base_name="generic", base_out=tmp_path / "both_generic",
+                             progress=lambda done, total: calls.append((done, total)), on_error=errors.append)
+    assert (summary.done, summary.skipped, len(summary.failed)) == (2, 0, 1) and errors == summary.failed
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]  # a photo's two retouches count once
+    def contents(folder: Path) -> dict[str, bytes]:
+        return {path: data for path, (data, _) in _snapshot(folder).items()}
+
+    for alone, shared in (("generic", "both_generic"), ("personal", "both")):
+        assert contents(tmp_path / alone) == contents(tmp_path / shared)  # the same files and scores.csv, byte for byte
+    records = [json.loads(next(csv.DictReader(open(tmp_path / folder / "scores.csv", encoding="utf-8")))["settings"])
+               for folder in ("both_generic", "both")]
+    assert [(r["model"], r["base"]) for r in records] == [("generic", "none"), ("me", "generic")]
+    (tmp_path / "both_generic" / "sub" / "b.png").unlink()  # missing from one folder only: made again there
+    again = retouch_folder(album, tmp_path / "both", other_scorer, ("exposure",), settings, model_name="me",
+                           base=scorer, base_name="generic", base_out=tmp_path / "both_generic")
+    assert (again.done, again.skipped) == (1, 1)
+    assert contents(tmp_path / "generic") == contents(tmp_path / "both_generic")
+    with pytest.raises(ValueError, match="base_out"):
+        retouch_folder(album, tmp_path / "x", scorer, ("exposure",), settings, base_out=tmp_path / "y")
+
+
 def test_a_batch_that_fails_is_retried_photo_by_photo(scorer, photos: list[Path], tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import persaes.app.retouch_folder as module
