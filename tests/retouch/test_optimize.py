@@ -84,7 +84,7 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
         return float(clipped_share(edited) - clipped_share(photo))
 
     assert added(free) > 0.1 and added(held) < 0.005
-    assert float(neutral_chroma(free, photo)) > 10 and float(neutral_chroma(held, photo)) < 6
+    assert float(neutral_chroma(free, photo)) > 10 and float(neutral_chroma(held, photo)) < 5
     assert float(held.mean()) > float(photo.mean()) + 0.1  # the loss still moves what the guards allow
 
     # a score near its top, fitted as its log-odds (a profile's edit): that is greedy five times over, and the
@@ -94,7 +94,7 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
 
     odds = optimize_edit(photo, saturated, ops, EditSettings(steps=30, loss_odds=9.0))(photo).detach()
     assert float(saturated(photo)) < 0.1
-    assert added(odds) < 0.005 and float(neutral_chroma(odds, photo)) < 6
+    assert added(odds) < 0.005 and float(neutral_chroma(odds, photo)) < 5
     assert float(odds.mean()) > float(photo.mean()) + 0.1
 
 
