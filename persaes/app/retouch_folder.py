@@ -420,7 +420,6 @@ def retouch_folder(
     targets = [_target(in_dir, out_dir, scorer, run_settings(scorer, ops, settings, net, seed, base, model_name,
                                                              base_name), redo)]
     if base_out is not None and base is not None:
-        plan(in_dir, Path(base_out))  # refuses a base_out inside in_dir
         targets.append(_target(in_dir, Path(base_out), base, run_settings(base, ops, settings, None, seed, None,
                                                                           base_name), redo))
     for target in targets:

@@ -318,6 +318,10 @@ def test_base_out_writes_the_base_retouches_of_the_same_run(scorer, other_scorer
     assert contents(tmp_path / "generic") == contents(tmp_path / "both_generic")
     with pytest.raises(ValueError, match="base_out"):
         retouch_folder(album, tmp_path / "x", scorer, ("exposure",), settings, base_out=tmp_path / "y")
+    with pytest.raises(RetouchError, match="inside the input folder"):
+        retouch_folder(album, tmp_path / "x", other_scorer, ("exposure",), settings, base=scorer,
+                       base_out=album / "generic")
+    assert not (tmp_path / "x").exists() and not (album / "generic").exists()  # refused before anything is written
 
 
 def test_a_batch_that_fails_is_retried_photo_by_photo(scorer, photos: list[Path], tmp_path: Path,
