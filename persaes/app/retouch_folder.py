@@ -61,7 +61,7 @@ from torch import Tensor
 from persaes.app.progress import ProgressCallback
 from persaes.app.variants import is_variant
 from persaes.core.aesthetic_loss import AestheticLoss
-from persaes.core.retouching import retouch_images, taste_settings
+from persaes.core.retouching import retouch_images, retouch_on_base
 from persaes.core.scorer import Scorer, format_score
 from persaes.io.atomic import atomic_path, atomic_write_bytes, remove_stale_temp_files
 from persaes.io.checkpoint import tensors_digest
@@ -328,10 +328,9 @@ class _Target:
 
     out_dir: Path
     scorer: Scorer
-    record: str
     scores: dict[str, dict[str, str]]
     finished: set[Path]
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str]
 
 
 def _target(in_dir: Path, out_dir: Path, scorer: Scorer, current: dict[str, Any], redo: bool) -> _Target:
@@ -358,7 +357,7 @@ def _target(in_dir: Path, out_dir: Path, scorer: Scorer, current: dict[str, Any]
                            "re-do them, replacing them in OUT (the originals are never touched), or choose another "
                            "OUT")
     record = json.dumps(current, sort_keys=True, separators=(",", ":"))
-    return _Target(out_dir, scorer, record, scores, finished, {"model": current["model"], "settings": record})
+    return _Target(out_dir, scorer, scores, finished, {"model": current["model"], "settings": record})
 
 
 def retouch_folder(
@@ -525,10 +524,7 @@ def _retouch_batch(batch: list[tuple[Path, Path, Photo]], device: Any, loss: Aes
     try:
         if not keep_base or base_loss is None:
             return [[result] for result in retouch_images(images, loss, ops, settings, net, seed, base_loss)]
-        # retouch_images(images, loss, ..., base=base_loss) in its two stages, keeping the first
-        bases = retouch_images(images, base_loss, ops, settings, seed=seed)
-        finals = retouch_images(bases, loss, ops, taste_settings(settings), seed=seed, originals=images)
-        return [[final, start] for final, start in zip(finals, bases)]
+        return [list(pair) for pair in zip(*retouch_on_base(images, loss, base_loss, ops, settings, seed))]
     except RuntimeError as exc:
         if len(batch) == 1:
             return [exc]

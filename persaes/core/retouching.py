@@ -26,7 +26,8 @@ from retouch import RetouchNet
 from retouch.color import check_image
 from retouch.optimize import FIT_BATCH, EditSettings, LossFn, optimize_edits
 
-__all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "retouch_images", "taste_settings"]
+__all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "retouch_images", "retouch_on_base",
+           "taste_settings"]
 
 TASTE_FIDELITY_SHARE = 0.3
 """Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on.
@@ -118,14 +119,39 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
         with torch.no_grad():
             results = [net(image) for image in images]
     elif base is not None:
-        starts = retouch_images(images, base, ops, settings, seed=seed, batch_size=batch_size, originals=originals)
-        return retouch_images(starts, loss, ops, taste_settings(settings), seed=seed, batch_size=batch_size,
-                              originals=originals or images)
+        return retouch_on_base(images, loss, base, ops, settings, seed, batch_size, originals)[0]
     else:
         fitted = optimize_edits(images, loss, ops, settings, seed, batch_size, originals)
         results = [retoucher.retouch_full(image) for retoucher, image in zip(fitted, images)]
     return [rgb_to_grayscale(result).expand_as(result).contiguous() if is_greyscale(image) else result
             for result, image in zip(results, originals or images)]
+
+
+def retouch_on_base(images: Sequence[Tensor], loss: LossFn, base: LossFn, ops: Sequence[str], settings: EditSettings,
+                    seed: int = 0, batch_size: int = FIT_BATCH,
+                    originals: Sequence[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    """Retouch photos against ``base``, then those results against ``loss``: :func:`retouch_images` with ``base``.
+
+    The second stage is fitted with :func:`taste_settings` and held to the untouched photos
+    (``originals``, default ``images``).
+
+    Args:
+        images: photos, each :math:`(1, 3, H, W)` in :math:`[0, 1]`.
+        loss: the loss of the edits made on top (e.g. a profile's).
+        base: the loss of the first retouch (the generic model's).
+        ops: the ops to fit (see :data:`retouch.OPS`).
+        settings: how the base edits are fitted.
+        seed: fixes the fits.
+        batch_size: most photos fitted together.
+        originals: as in :func:`retouch_images`.
+
+    Returns:
+        The final retouches and the base retouches they were made on, each list in order.
+    """
+    starts = retouch_images(images, base, ops, settings, seed=seed, batch_size=batch_size, originals=originals)
+    finals = retouch_images(starts, loss, ops, taste_settings(settings), seed=seed, batch_size=batch_size,
+                            originals=originals or images)
+    return finals, starts
 
 
 def retouch_image(image: Tensor, loss: LossFn, ops: Sequence[str], settings: EditSettings,
