@@ -44,7 +44,14 @@ from persaes.eval.simulate import TASTES
 from persaes.io.images import load_image
 from persaes.io.preferences import sample_pairs
 from retouch import OPS
-from retouch.metrics import TASTE_FEATURES, clipped_share, near_neutral_mask, neutral_chroma, taste_features
+from retouch.metrics import (
+    NEUTRAL_AREA,
+    TASTE_FEATURES,
+    clipped_share,
+    near_neutral_mask,
+    neutral_chroma,
+    taste_features,
+)
 from retouch.optimize import EditSettings
 
 ANSWERS = 100
@@ -64,11 +71,6 @@ def build_album(root: Path, data: Path, names: list[str], seed: int) -> list[tup
     pairs += sample_pairs([f"{n}.jpg" for n in names], ANSWERS - len(pairs), seed)
     random.Random(seed).shuffle(pairs)
     return pairs
-
-
-#: Photos with fewer near-neutral pixels than this share have no near-neutral *region* to keep neutral: their
-#: chroma column would be the mean of a handful of pixels (one held-out photo has 2 of 200,000).
-NEUTRAL_AREA = 0.001
 
 
 @torch.no_grad()

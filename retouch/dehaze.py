@@ -41,8 +41,11 @@ AIRLIGHT_MIN = 0.05
 #: Largest correction :class:`Dehaze` makes to the estimated airlight, per channel. Errors in the airlight are
 #: amplified by 1 / t in the recovered scene, so a fit that used it as a free colour knob damaged photos.
 AIRLIGHT_OFFSET_BOUND = 0.05
-#: Default longest side of the copy :class:`Dehaze` estimates the transmission on.
-DEHAZE_WORK_SIZE = 512
+#: Default longest side of the copy :class:`Dehaze` estimates the transmission on: that of the copy edits are fitted
+#: on (``retouch.optimize.EditSettings.work_size``), so that the fitting copy and the full-size photo share the haze
+#: estimate and the fitted edit is the one applied. At 512, a strong dehaze fitted on a 256-px copy of a 500×400
+#: photo gave that photo an edit 27 dB (PSNR, downscaled) from the one fitted; at 256, 45–47 dB.
+DEHAZE_WORK_SIZE = 256
 # Lowest transmission floor of :class:`Dehaze` (the sigmoid of a very negative raw value underflows to 0).
 _T_MIN_FLOOR = 1e-3
 

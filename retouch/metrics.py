@@ -167,6 +167,9 @@ CLIP_WIDTH = 1.5 / 255
 NEAR_CLIP_WIDTH = 4.0 / 255
 #: Pixels of the original whose CIELAB chroma is below this (and L* in [20, 95]) count as near-neutral.
 NEUTRAL_CHROMA = 5.0
+#: Photos with fewer near-neutral pixels than this share have no near-neutral *region* to keep neutral: their
+#: mean chroma would be that of a handful of pixels (one OASIS photo has 2 of 200,000).
+NEUTRAL_AREA = 0.001
 
 
 def clipped_share(image: Tensor) -> Tensor:

@@ -6,9 +6,10 @@ feed-forward network that learns to make such fitted edits in one pass.
 The loss is any callable ``images -> scalar`` (e.g. ``persaes.AestheticLoss``). Regularisers
 keep edits natural, the answer to "the model learns to over-brighten": a fidelity term
 (mean absolute change from the input), the ops' own smoothness/strength terms, bounded
-parameters (every op maps raw parameters into a safe range), and two guards that no gain of
-the loss outweighs: no new clipped highlights or crushed shadows, no cast on the input's
-whites and greys.
+parameters (every op maps raw parameters into a safe range), and two guards: no new clipped
+highlights or crushed shadows, no cast on the input's whites and greys. The guards are priced
+while fitting, and held as limits after it (:func:`hold_to_limits`): a price can be outbid by a
+strong enough taste, a limit cannot.
 
 Parameters are fitted on a copy whose longer side is at most ``work_size``; they are
 global or coarse grids, so the same edit then applies to the full-size photo in one pass.
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from .color import check_image
 from .dehaze import resize_to_fit
-from .metrics import neutral_cast, new_clipping
+from .metrics import NEUTRAL_AREA, clipped_share, near_neutral_mask, neutral_cast, neutral_chroma, new_clipping
 from .pipeline import OPS, Retoucher, RetouchNet
 
 LossFn = Callable[[Tensor], Tensor]
@@ -55,7 +56,8 @@ class EditSettings:
             (benchmarks/README.md, §4).
         fidelity: weight of the mean absolute change from the input.
         regularization: weight of the ops' regularisers.
-        work_size: longer side of the copy the parameters are fitted on.
+        work_size: longer side of the copy the parameters are fitted on; at least
+            :data:`~retouch.dehaze.DEHAZE_WORK_SIZE`, dehaze estimates the haze of the copy and of the photo alike.
         clip_guard: weight of the share of pixels the edit clips that the input did not
             (:func:`~retouch.metrics.new_clipping`): at 100, clipping 1% more of the photo costs
             as much as a score point.
@@ -65,6 +67,12 @@ class EditSettings:
         patience: a photo's fit stops once its objective has not improved by ``min_improvement`` for this
             many steps; 0 runs every step.
         min_improvement: the least fall of the objective that counts as an improvement for ``patience``.
+        neutral_limit: after fitting, the most mean CIELAB chroma that the input's near-neutral pixels
+            (:func:`~retouch.metrics.neutral_chroma`) may have in the edited fitting copy where they cover at least
+            :data:`~retouch.metrics.NEUTRAL_AREA` of it (:func:`hold_to_limits`); ``inf`` holds no limit. 4.5 keeps
+            the full-size photo's within ΔE 5 of neutral.
+        clip_limit: after fitting, the most share of the fitting copy that the edit may clip beyond the input
+            (:func:`~retouch.metrics.clipped_share`, 0.003 is 0.3 percentage points); ``inf`` holds no limit.
         loss_odds: 0 fits the loss as it is; ``R > 0`` fits a loss with values in ``(0, R)`` (an
             :class:`~persaes.core.aesthetic_loss.AestheticLoss`: 9) as its log-odds :func:`odds_loss`, whose
             slope is 1 at ``R / 2`` and grows toward either end, the guards scaled by that slope
@@ -83,6 +91,8 @@ class EditSettings:
     patience: int = 0
     min_improvement: float = 0.0
     loss_odds: float = 0.0
+    neutral_limit: float = 4.5
+    clip_limit: float = 0.003
 
     def __post_init__(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 0 and isinstance(self.work_size, int)
@@ -93,7 +103,8 @@ class EditSettings:
             raise ValueError(f"patience must be a whole number >= 0, got {self.patience!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard", "min_improvement", "loss_odds"):
+        for name in ("fidelity", "regularization", "clip_guard", "neutral_guard", "min_improvement", "loss_odds",
+                     "neutral_limit", "clip_limit"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -183,6 +194,117 @@ def edit_objectives(loss_fn: LossFn, edited: Tensor, source: Tensor, regularizer
         losses = odds_loss(losses, settings.loss_odds)
     fidelity = (edited - source).abs().mean(dim=(1, 2, 3))
     return losses + settings.fidelity * fidelity + settings.regularization * regularizers + guards
+
+
+def within_limits(edited: Tensor, source: Tensor, original: Tensor, settings: EditSettings) -> tuple[Tensor, Tensor]:
+    """Whether each edit keeps ``settings.clip_limit``, and whether it keeps ``settings.neutral_limit``.
+
+    An edit is held to a limit, or to what ``source`` (the photo before this edit) had already if that was more:
+    an edit on top of a base retouch is not blamed for the base's casts, only for adding to them.
+
+    Args:
+        edited: the edited photos, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        source: the photos before the edit, same shape.
+        original: the untouched photos (``source`` unless the edit is on top of another retouch), same shape.
+        settings: the limits.
+
+    Returns:
+        Two :math:`(B,)` booleans: clipping within its limit, near-neutral chroma within its limit.
+
+    Example:
+        >>> grey = torch.full((2, 3, 8, 8), 0.5)
+        >>> cast = torch.cat([grey[:1], grey[1:] * torch.tensor([1.15, 1.0, 0.85]).view(1, 3, 1, 1)])
+        >>> within_limits(cast, grey, grey, EditSettings())
+        (tensor([True, True]), tensor([ True, False]))
+    """
+    base_clipped = clipped_share(original)
+    allowed = (clipped_share(source) - base_clipped).clamp_min(settings.clip_limit)
+    clipping = clipped_share(edited) - base_clipped <= allowed + 1e-6
+    neutral = near_neutral_mask(original).flatten(1).float().mean(dim=1) >= NEUTRAL_AREA
+    casts = torch.ones_like(clipping)
+    if neutral.any():
+        chroma = neutral_chroma(edited, original).nan_to_num(0.0)
+        allowed = neutral_chroma(source, original).nan_to_num(0.0).clamp_min(settings.neutral_limit)
+        casts = ~neutral | (chroma <= allowed + 1e-4)
+    return clipping, casts
+
+
+#: The blends :func:`hold_to_limits` tries, in order, for each group of parameters: the share of the fitted change
+#: from the identity that is kept.
+HOLD_BLENDS = (0.8, 0.6, 0.4, 0.2, 0.0)
+
+
+def uncast(state: Mapping[str, Tensor], identity: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Return raw parameters with the parts of an edit that can cast colour taken out, its tone kept.
+
+    Those parts: the colour op (white balance, saturation, LUT), the exposure curves' spread between channels (each
+    iteration's curve becomes the mean of the three, :func:`~retouch.exposure.channel_spread` 0) and dehaze's airlight
+    tint.
+
+    Args:
+        state: raw parameters, ``"<op>.<name>"`` keys, one row per photo.
+        identity: the identity's raw parameters (one row), same keys.
+
+    Returns:
+        A new dict with ``state``'s keys and shapes.
+    """
+    out = {key: value.clone() for key, value in state.items()}
+    for key in out:
+        if key.startswith("color.") or key == "dehaze.airlight_offset":
+            out[key][:] = identity[key]
+    if "exposure.raw" in out:
+        per_channel = out["exposure.raw"].unflatten(1, (-1, 3))
+        out["exposure.raw"] = per_channel.mean(dim=2, keepdim=True).expand_as(per_channel).flatten(1, 2).contiguous()
+    return out
+
+
+@torch.no_grad()
+def hold_to_limits(retoucher: Retoucher, state: Mapping[str, Tensor], source: Tensor, original: Tensor,
+                   settings: EditSettings) -> dict[str, Tensor]:
+    """Blend each photo's fitted parameters back until its edit keeps the limits.
+
+    A photo whose edit is not :func:`within_limits` first has the parts of its edit that cast colour (:func:`uncast`)
+    taken back, :data:`HOLD_BLENDS` in turn, until it keeps both limits, its tone edit kept. One that still does not
+    (it clips, or its tone curves saturate near-neutral pixels: darkening with a power curve squares the ratio of
+    their channels) then has its whole edit blended toward the identity. The first blend within the limits is kept; at
+    the identity an edit changes nothing and keeps them by definition.
+
+    Args:
+        retoucher: the chain the parameters belong to (renders them).
+        state: fitted raw parameters, one row per photo (:meth:`~retouch.pipeline.Retoucher.state` layout).
+        source: the photos the edits apply to, :math:`(B, 3, h, w)` in :math:`[0, 1]` (the fitting copies).
+        original: the untouched photos, same shape.
+        settings: the limits (``settings.neutral_limit``, ``settings.clip_limit``).
+
+    Returns:
+        The held parameters, a new dict with ``state``'s keys and shapes.
+    """
+    held = {key: value.clone() for key, value in state.items()}
+
+    def failing(rows: Tensor) -> Tensor:
+        if not len(rows):
+            return rows
+        params = {key: value[rows].to(source.device) for key, value in held.items()}
+        clipping, casts = within_limits(retoucher.render(source[rows], params), source[rows], original[rows], settings)
+        return rows[~(clipping & casts).cpu()]
+
+    pending = failing(torch.arange(len(source)))
+    if not len(pending):
+        return held
+    identity = {key: value.expand_as(state[key]) for key, value in Retoucher(retoucher.ops).state().items()}
+
+    def blend_toward(target: Mapping[str, Tensor], rows: Tensor) -> Tensor:
+        start = {key: value.clone() for key, value in held.items()}
+        for share in HOLD_BLENDS:
+            if not len(rows):
+                break
+            for key in held:
+                held[key][rows] = target[key][rows] + share * (start[key][rows] - target[key][rows])
+            rows = failing(rows)
+        return rows
+
+    blend_toward(identity, blend_toward(uncast(state, identity), pending))
+    return held
 
 
 def row_regularizations(retoucher: Retoucher, params: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -278,6 +400,7 @@ def _fit_batch(small: Tensor, loss_fn: LossFn, ops: Iterable[str], settings: Edi
                 parameter.grad.nan_to_num_(0.0, 0.0, 0.0)
         optimizer.step()
         active = active[keep]
+    best_state = hold_to_limits(retoucher, best_state, small, original, settings)
     return [Retoucher.from_state({key: value[row:row + 1] for key, value in best_state.items()}).to(small.device).eval()
             for row in range(len(small))]
 

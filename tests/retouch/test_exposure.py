@@ -126,7 +126,8 @@ def test_fitting_a_colour_loss_keeps_the_curves_tonal(monkeypatch: pytest.Monkey
 
     torch.manual_seed(0)
     image = torch.rand(1, 3, 32, 32) * 0.6 + 0.2
-    settings = EditSettings(steps=20, lr=0.03, work_size=32, neutral_guard=0.0)  # the curves' own charge, no guard
+    # the curves' own charge, no guard or limit
+    settings = EditSettings(steps=20, lr=0.03, work_size=32, neutral_guard=0.0, neutral_limit=float("inf"))
     spread = {}
     for name, weight in (("charged", CHANNEL_SPREAD_WEIGHT), ("free", 0.0)):
         monkeypatch.setattr(exposure, "CHANNEL_SPREAD_WEIGHT", weight)

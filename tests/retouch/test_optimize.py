@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -7,16 +8,20 @@ import torch
 import torch.nn.functional as F
 
 from retouch.baselines import auto_gamma
+from retouch.exposure import channel_spread
 from retouch.metrics import clipped_share, neutral_cast, neutral_chroma, new_clipping
 from retouch.optimize import (
     EditSettings,
     coarse_start,
     edit_objectives,
+    hold_to_limits,
     odds_loss,
     odds_slope,
     optimize_edit,
     optimize_edits,
     train_retouch_net,
+    uncast,
+    within_limits,
 )
 from retouch.pipeline import OPS, Retoucher
 
@@ -28,7 +33,10 @@ def _brightness_loss(target: float):
 def test_optimize_edit_moves_toward_the_loss_and_applies_at_full_size() -> None:
     torch.manual_seed(0)
     photo = F.interpolate(torch.rand(1, 3, 6, 8) * 0.4, size=(300, 400), mode="bilinear", align_corners=False)
-    settings = EditSettings(steps=60, lr=0.1, fidelity=0.0, regularization=0.0, work_size=64)
+    # random dark blocks, a few of them near-neutral: brightening them 2.5 times tints those, which the neutral
+    # limit would hold back (tested below); here only the fit is tested
+    settings = EditSettings(steps=60, lr=0.1, fidelity=0.0, regularization=0.0, work_size=64,
+                            neutral_limit=float("inf"))
     retoucher = optimize_edit(photo, _brightness_loss(0.5), ("exposure",), settings)
     full = retoucher.retouch_full(photo)
     assert abs(float(full.mean()) - 0.5) < abs(float(photo.mean()) - 0.5) / 3
@@ -77,8 +85,10 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
         return -4 * images.mean() - 4 * (images[:, 0] - images[:, 2]).mean()
 
     ops = ("exposure", "color")
-    free = optimize_edit(photo, greedy, ops, EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0))(photo).detach()
-    held = optimize_edit(photo, greedy, ops, EditSettings(steps=30))(photo).detach()
+    unguarded = EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0, neutral_limit=float("inf"),
+                             clip_limit=float("inf"))
+    free = optimize_edit(photo, greedy, ops, unguarded)(photo).detach()
+    held = optimize_edit(photo, greedy, ops, replace(unguarded, clip_guard=100.0, neutral_guard=0.2))(photo).detach()
 
     def added(edited: torch.Tensor) -> float:
         return float(clipped_share(edited) - clipped_share(photo))
@@ -92,10 +102,102 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
     def saturated(images: torch.Tensor) -> torch.Tensor:
         return 9 * torch.sigmoid(2 * greedy(images) - 3)
 
-    odds = optimize_edit(photo, saturated, ops, EditSettings(steps=30, loss_odds=9.0))(photo).detach()
+    odds = optimize_edit(photo, saturated, ops, replace(unguarded, clip_guard=100.0, neutral_guard=0.2,
+                                                        loss_odds=9.0))(photo).detach()
     assert float(saturated(photo)) < 0.1
     assert added(odds) < 0.005 and float(neutral_chroma(odds, photo)) < 5
     assert float(odds.mean()) > float(photo.mean()) + 0.1
+
+
+def test_limits_hold_what_a_loss_strong_enough_to_outbid_the_guards_would_clip_and_cast(photos) -> None:
+    from persaes.io.images import load_image
+
+    photo = load_image(photos[1], max_side=128)[None] * 0.6
+
+    def greedy(images: torch.Tensor) -> torch.Tensor:  # 50 times the price the guards test above pays
+        return -200 * images.mean() - 200 * (images[:, 0] - images[:, 2]).mean()
+
+    ops = ("exposure", "color")
+    priced = EditSettings(steps=30, neutral_limit=float("inf"), clip_limit=float("inf"))
+    outbid = optimize_edit(photo, greedy, ops, priced)(photo).detach()
+    held = optimize_edit(photo, greedy, ops, EditSettings(steps=30))(photo).detach()
+    assert float(neutral_chroma(outbid, photo)) > 10  # the guards' price alone is outbid
+    assert float(clipped_share(held) - clipped_share(photo)) <= 0.003 + 1e-6
+    assert float(neutral_chroma(held, photo)) <= 4.5 + 1e-3
+    assert float(held.mean()) > float(photo.mean()) + 0.05  # what the limits allow still moves
+    assert float((held[:, 0] - held[:, 2]).mean()) > float((photo[:, 0] - photo[:, 2]).mean())
+
+
+def test_hold_to_limits_takes_back_what_casts_and_keeps_the_tone_edit() -> None:
+    generator = torch.Generator().manual_seed(5)
+    grey = 0.35 + 0.1 * torch.rand(2, 1, 32, 32, generator=generator)
+    photos = grey.expand(2, 3, 32, 32).contiguous()  # near-neutral throughout, nothing clipped
+    chain = Retoucher(("exposure", "color"))
+    state = {key: value.repeat(2, *[1] * (value.dim() - 1)) for key, value in chain.state().items()}
+    state["exposure.raw"][:] = 0.3  # brightens both photos
+    state["color.log_gains"][0] = torch.tensor([0.1, 0.0, -0.1])  # casts the first
+    edited = chain.render(photos, state)
+    assert within_limits(edited, photos, photos, EditSettings())[1].tolist() == [False, True]
+    held = hold_to_limits(chain, state, photos, photos, EditSettings())
+    after = chain.render(photos, held)
+    assert all(check.all() for check in within_limits(after, photos, photos, EditSettings()))
+    assert torch.equal(held["exposure.raw"], state["exposure.raw"])  # the tone edit stays
+    assert torch.equal(held["color.log_gains"][1], state["color.log_gains"][1])  # the photo within is untouched
+    assert 0 < float(held["color.log_gains"][0, 0]) < 0.1  # the cast is cut back, not removed
+    assert float(neutral_chroma(after[:1], photos[:1])) <= 4.5 + 1e-4
+
+
+def test_uncast_keeps_each_curves_mean_and_drops_the_colour_edits() -> None:
+    chain = Retoucher(OPS)
+    identity = chain.state()
+    state = {key: value + torch.rand(value.shape, generator=torch.Generator().manual_seed(2))
+             for key, value in identity.items()}
+    out = uncast(state, identity)
+    assert float(channel_spread(torch.tanh(out["exposure.raw"]))) < 1e-6
+    assert torch.allclose(out["exposure.raw"].unflatten(1, (-1, 3)).mean(dim=2),
+                          state["exposure.raw"].unflatten(1, (-1, 3)).mean(dim=2))
+    for key in ("color.log_gains", "color.raw_saturation", "color.lut_residual", "dehaze.airlight_offset"):
+        assert torch.equal(out[key], identity[key])
+    assert torch.equal(out["dehaze.raw_strength"], state["dehaze.raw_strength"])  # dehazing is tone, not colour
+
+
+def test_hold_to_limits_pulls_back_an_edit_that_clips_until_it_clips_no_more_than_the_limit() -> None:
+    generator = torch.Generator().manual_seed(6)
+    photos = (0.55 + 0.4 * torch.rand(1, 1, 32, 32, generator=generator)).expand(1, 3, 32, 32).contiguous()
+    chain = Retoucher(("exposure",))
+    state = {"exposure.raw": torch.full((1, 12, 1, 1), 1.5)}  # brightens hard: most highlights clip
+    settings = EditSettings()
+    assert float(clipped_share(chain.render(photos, state))) > 0.2
+    held = hold_to_limits(chain, state, photos, photos, settings)
+    after = chain.render(photos, held)
+    assert float(clipped_share(after) - clipped_share(photos)) <= settings.clip_limit + 1e-6
+    assert 0 < float(held["exposure.raw"].mean()) < 1.5
+
+
+def test_hold_to_limits_pulls_back_a_tone_edit_that_casts_when_taking_back_the_colour_edits_is_not_enough() -> None:
+    photo = torch.full((1, 3, 32, 32), 0.5)
+    photo[:, :, :8] = torch.tensor([0.98, 0.93, 0.7]).view(1, 3, 1, 1)  # a pale yellow sky: the airlight
+    chain = Retoucher(("dehaze",))
+    state = chain.state()
+    state["dehaze.raw_strength"] = torch.full((1,), math.atanh(-0.9))  # adds yellow haze over the grey
+    settings = EditSettings()
+    assert float(neutral_chroma(chain.render(photo, state), photo)) > 9
+    assert torch.equal(uncast(state, chain.state())["dehaze.raw_strength"], state["dehaze.raw_strength"])
+    held = hold_to_limits(chain, state, photo, photo, settings)
+    assert float(neutral_chroma(chain.render(photo, held), photo)) <= settings.neutral_limit + 1e-4
+    assert -0.9 < float(torch.tanh(held["dehaze.raw_strength"])) < 0  # some haze is still added
+
+
+def test_an_edit_on_top_of_a_retouch_is_held_only_for_what_it_adds() -> None:
+    grey = torch.full((1, 3, 16, 16), 0.5)
+    cast = grey * torch.tensor([1.2, 1.0, 0.8]).view(1, 3, 1, 1)  # a base retouch that cast the photo
+    settings = EditSettings()
+    assert not within_limits(cast, grey, grey, settings)[1]
+    assert within_limits(cast, cast, grey, settings)[1]  # kept as the base made it
+    assert not within_limits(cast * torch.tensor([1.05, 1.0, 0.95]).view(1, 3, 1, 1), cast, grey, settings)[1]
+    brighter = torch.cat([torch.full((1, 3, 8, 16), 0.9), torch.full((1, 3, 8, 16), 0.5)], dim=2)
+    clipped = within_limits(brighter * 1.2, brighter, brighter, settings)[0]
+    assert not clipped and within_limits(brighter * 1.2, brighter * 1.2, brighter, settings)[0]
 
 
 def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
@@ -115,7 +217,8 @@ def test_train_retouch_net_learns_each_photos_fitted_edit() -> None:
 
 
 @pytest.mark.parametrize("field, value", [("steps", -1), ("lr", 0.0), ("fidelity", -1.0), ("clip_guard", -0.5),
-                                          ("work_size", 8), ("loss_odds", -1.0)])
+                                          ("work_size", 8), ("loss_odds", -1.0),
+                                          ("neutral_limit", -1.0), ("clip_limit", -0.1)])
 def test_edit_settings_refuse_bad_values_when_made(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         EditSettings(**{field: value})
