@@ -310,7 +310,7 @@ def new_clipping(edited: Tensor, source: Tensor) -> Tensor:
     return torch.maximum(*rises).clamp_min(0.0).sum(dim=1)
 
 
-def neutral_cast(edited: Tensor, source: Tensor) -> Tensor:
+def neutral_cast(edited: Tensor, source: Tensor, mask: Tensor | None = None) -> Tensor:
     r"""Measure how far ``source``'s near-neutral pixels (:func:`near_neutral_mask`) are cast in ``edited``.
 
     The measure is the mean of :math:`\max(0, C^*_\text{edited} - \text{NEUTRAL\_CHROMA})` over them (CIELAB
@@ -319,6 +319,8 @@ def neutral_cast(edited: Tensor, source: Tensor) -> Tensor:
     Args:
         edited: retouched images, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
         source: the originals, whose near-neutral pixels are measured, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        mask: ``near_neutral_mask(source)`` when it is already at hand (an edit fitted over many steps), else
+            computed.
 
     Returns:
         :math:`(B,)`, non-negative; 0 where ``source`` has no near-neutral pixel.
@@ -330,7 +332,7 @@ def neutral_cast(edited: Tensor, source: Tensor) -> Tensor:
         (tensor([0.]), True)
     """
     _check_pair(edited, source)
-    mask = near_neutral_mask(source.detach()).float()
+    mask = (near_neutral_mask(source.detach()) if mask is None else mask).float()
     excess = (_chroma(edited) - NEUTRAL_CHROMA).clamp_min(0.0)
     return (excess * mask).flatten(1).sum(dim=1) / mask.flatten(1).sum(dim=1).clamp_min(1.0)
 

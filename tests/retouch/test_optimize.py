@@ -147,6 +147,21 @@ def test_hold_to_limits_takes_back_what_casts_and_keeps_the_tone_edit() -> None:
     assert float(neutral_chroma(after[:1], photos[:1])) <= 4.5 + 1e-4
 
 
+def test_a_fitted_edit_keeps_the_neutral_limit_on_the_photo_not_only_on_its_fitting_copy() -> None:
+    # grey with fine colour noise: the 32-px fitting copy averages it out (chroma 0.5 there, 3.1 on the photo)
+    photo = (0.5 + 0.03 * torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+
+    def warm(images: torch.Tensor) -> torch.Tensor:
+        return -20 * (images[:, 0] - images[:, 2]).mean(dim=(1, 2))
+
+    settings = EditSettings(steps=20, work_size=32, neutral_guard=0.0)
+    held = optimize_edit(photo, warm, ("color",), settings).retouch_full(photo)
+    free = optimize_edit(photo, warm, ("color",), replace(settings, neutral_limit=float("inf"))).retouch_full(photo)
+    assert float(neutral_chroma(free, photo)) > 10
+    assert float(neutral_chroma(held, photo)) <= settings.neutral_limit + 1e-3
+    assert float((held[:, 0] - held[:, 2]).mean()) > 0.02  # warmer, as far as the limit allows
+
+
 def test_uncast_keeps_each_curves_mean_and_drops_the_colour_edits() -> None:
     chain = Retoucher(OPS)
     identity = chain.state()
