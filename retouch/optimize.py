@@ -481,6 +481,39 @@ def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str]
     return [retoucher for retoucher in fitted if retoucher is not None]
 
 
+@torch.no_grad()
+def predicted_edit(net: RetouchNet, image: Tensor, settings: EditSettings | None = None,
+                   original: Tensor | None = None) -> Retoucher:
+    """Return a :class:`RetouchNet`'s edit of one photo as a chain, held to the limits as fitted edits are.
+
+    Args:
+        net: the trained network.
+        image: 1×3×H×W in ``[0, 1]``.
+        settings: the limits (``neutral_limit``, ``clip_limit``); default :class:`EditSettings`.
+        original: the untouched photo when ``image`` is a retouch already (same size); default ``image``.
+
+    Returns:
+        The predicted edit (on ``image``'s device), after :func:`hold_to_limits` on a copy of the photo of at most
+        :data:`HOLD_SIZE`. Apply it with ``retouch_full``.
+
+    Example:
+        >>> net = RetouchNet(("color",))
+        >>> _ = net.retoucher.color.log_gains.data.copy_(torch.tensor([[0.3, 0.0, -0.3]]))   # a strong cast
+        >>> grey = torch.full((1, 3, 16, 16), 0.5)
+        >>> bool(neutral_chroma(net(grey), grey) > 10), bool(neutral_chroma(predicted_edit(net, grey)(grey), grey) < 5)
+        (True, True)
+    """
+    check_image(image)
+    settings = settings or EditSettings()
+    state = {key: value.detach().cpu() for key, value in net.predict(image).items()}
+    source = resize_to_fit(image, HOLD_SIZE)
+    reference = source if original is None else resize_to_fit(original, HOLD_SIZE)
+    held = hold_to_limits(net.retoucher, state, source, reference, settings)
+    haze = getattr(net.retoucher, "dehaze", None)
+    kwargs = {} if haze is None else {"dehaze_patch": haze.patch, "dehaze_work_size": haze.work_size}
+    return Retoucher.from_state(held, **kwargs).to(image.device).eval()
+
+
 def optimize_edit(image: Tensor, loss_fn: LossFn, ops: Iterable[str] = OPS,
                   settings: EditSettings | None = None, seed: int = 0) -> Retoucher:
     """Fit one photo's edit parameters against ``loss_fn`` (:func:`optimize_edits` for one photo).

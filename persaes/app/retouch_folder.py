@@ -231,7 +231,7 @@ def run_settings(scorer: Scorer, ops: Sequence[str] = OPS, settings: EditSetting
 
     Models are identified by their weights' SHA-256 (``*_sha256``); their names are shown, not compared
     (see :func:`settings_differences`). A network's one pass depends on neither the ops, the seed nor the
-    fitting settings, so they are left out with ``net``.
+    fitting settings, only on the limits its edit is held to, so the rest is left out with ``net``.
 
     Args:
         scorer: the model the edits are fitted against and the scores are given by.
@@ -256,8 +256,10 @@ def run_settings(scorer: Scorer, ops: Sequence[str] = OPS, settings: EditSetting
         ('generic', 64, 'none', ['exposure'], 3)
     """
     if net is not None:
+        limits = settings or EditSettings()
         return {"model": model_name, "model_sha256": tensors_digest(net.state_dict()),
-                "scorer_sha256": _weights_sha256(scorer)}
+                "scorer_sha256": _weights_sha256(scorer), "neutral_limit": limits.neutral_limit,
+                "clip_limit": limits.clip_limit}
     base_sha256 = _weights_sha256(base) if base is not None else None
     return {"model": model_name, "model_sha256": _weights_sha256(scorer),
             "base": (base_name or base_sha256[:12]) if base_sha256 else "none", "base_sha256": base_sha256,

@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import torch
 from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
 from persaes.core.aesthetic_loss import AestheticLoss
 from retouch import RetouchNet
 from retouch.color import check_image
-from retouch.optimize import FIT_BATCH, EditSettings, LossFn, optimize_edits
+from retouch.optimize import FIT_BATCH, EditSettings, LossFn, optimize_edits, predicted_edit
 
 __all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "retouch_images", "retouch_on_base",
            "taste_settings"]
@@ -94,7 +93,8 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
             with ``reduction="none"``; a scalar loss retouches one photo at a time).
         ops: the ops to fit (see :data:`retouch.OPS`).
         settings: how the edits are fitted.
-        net: a trained retouching network; it replaces fitting.
+        net: a trained retouching network; it replaces fitting, and its edits are held to ``settings``' limits
+            (:func:`retouch.optimize.predicted_edit`).
         seed: fixes the fits.
         base: the loss of the retouch the edits are made on top of; not with ``net``.
         batch_size: most photos fitted together.
@@ -116,8 +116,8 @@ def retouch_images(images: Sequence[Tensor], loss: LossFn, ops: Sequence[str], s
     if net is not None:
         if base is not None:
             raise ValueError("a retouching model applies in one pass; base is for fitted edits only")
-        with torch.no_grad():
-            results = [net(image) for image in images]
+        results = [predicted_edit(net, image, settings, original).retouch_full(image)
+                   for image, original in zip(images, originals or images)]
     elif base is not None:
         return retouch_on_base(images, loss, base, ops, settings, seed, batch_size, originals)[0]
     else:

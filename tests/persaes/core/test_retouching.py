@@ -83,6 +83,24 @@ def test_a_retouching_model_takes_no_base() -> None:
                       base=_brighter)
 
 
+def test_a_retouching_models_edit_is_held_to_the_limits_as_a_fitted_one() -> None:
+    net = RetouchNet(("exposure", "color"))
+    with torch.no_grad():
+        net.retoucher.color.log_gains.copy_(torch.tensor([[0.3, 0.0, -0.3]]))  # learned a strong warm cast
+        net.retoucher.exposure.raw.fill_(0.2)  # and to brighten
+    g = torch.Generator().manual_seed(1)
+    grey = 0.3 + 0.3 * torch.rand(1, 1, 48, 64, generator=g)
+    photo = grey * torch.tensor([1.03, 1.0, 0.97]).view(1, 3, 1, 1)  # near-neutral, not greyscale
+    with torch.no_grad():
+        raw = net(photo)
+    held = retouch_image(photo, _brighter, ("exposure", "color"), FAST, net=net)
+    assert float(neutral_chroma(raw, photo)) > 10
+    assert float(neutral_chroma(held, photo)) <= FAST.neutral_limit + 1e-3
+    assert float(held.mean()) > float(photo.mean()) + 0.02  # the tone edit stays
+    free = replace(FAST, neutral_limit=float("inf"), clip_limit=float("inf"))  # no limits: the network's own pass
+    assert torch.allclose(retouch_image(photo, _brighter, ("exposure", "color"), free, net=net), raw, atol=1e-5)
+
+
 def test_is_greyscale_refuses_what_is_not_an_image_batch() -> None:
     with pytest.raises(ValueError, match="shape"):
         is_greyscale(torch.rand(3, 8, 8))
