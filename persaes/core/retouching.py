@@ -4,6 +4,7 @@ A profile's fitted edit is made on top of the generic model's (``base``), so per
 retouching is the generic retouch plus the user's taste; a greyscale photo stays greyscale.
 
 Example:
+    >>> import torch
     >>> image = torch.full((1, 3, 24, 32), 0.25)
     >>> brighter = lambda images: 5.0 * (1.0 - images.mean())
     >>> settings = EditSettings(steps=5, work_size=32, fidelity=0.5)
