@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         tick = time.time()
         fitted = retouch_image(image, loss, OPS, settings, seed=args.seed)
         tock = time.time()
-        with torch.no_grad():
-            one_pass = net(image)
+        one_pass = retouch_image(image, loss, OPS, settings, net=net)  # as `persaes retouch --model`: held to limits
         done = time.time()
         scores = scorer.score([image[0], fitted[0], one_pass[0]]).tolist()
         for key, value in (("score_original", scores[0]), ("score_fitted", scores[1]), ("score_net", scores[2]),
