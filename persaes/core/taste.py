@@ -151,6 +151,19 @@ def _scores_and_slopes(logits: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
     return scores, p @ (bins * t) - scores * (p @ t)
 
 
+def _free_columns(style: Tensor, content: Tensor, style_l2: float,
+                  content_l2: float) -> tuple[Tensor, Tensor, list[int]]:
+    """Return the columns a fit moves, their L2 strengths (float64) and how many columns of each part there are.
+
+    Style's columns come first, then content's; a part at strength ``inf`` has none (its weights stay zero).
+    """
+    sizes = [x.shape[1] if math.isfinite(l2) else 0 for x, l2 in ((style, style_l2), (content, content_l2))]
+    x = torch.cat([style[:, :sizes[0]], content[:, :sizes[1]]], dim=1)
+    precision = torch.cat([torch.full((sizes[0],), style_l2, dtype=torch.float64),
+                           torch.full((sizes[1],), content_l2, dtype=torch.float64)])
+    return x, precision, sizes
+
+
 def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, style_l2: float, content_l2: float,
               beta: float | None = None, steps: int = 60, generic_weight: float = 1.0) -> TasteWeights:
     """Fit the taste part's weights to ``pairs`` (M×2 rows, the first preferred) at the given strengths.
@@ -178,10 +191,8 @@ def fit_taste(logits: Tensor, style: Tensor, content: Tensor, pairs: Tensor, sty
     if beta is None:
         beta = default_beta(logits)
     logits = generic_weight * logits
-    # the free columns (a part at strength inf stays zero): style's, then content's
-    sizes = [x.shape[1] if math.isfinite(l2) else 0 for x, l2 in ((style, style_l2), (content, content_l2))]
-    x = torch.cat([style[:, :sizes[0]], content[:, :sizes[1]]], dim=1)
-    precision = torch.cat([torch.full((sizes[0],), style_l2), torch.full((sizes[1],), content_l2)])
+    x, precision, sizes = _free_columns(style, content, style_l2, content_l2)
+    precision = precision.to(x.dtype)
     weights = torch.zeros(sum(sizes), requires_grad=True)
     if sum(sizes) and len(pairs):
         optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=steps, tolerance_grad=1e-4,
@@ -238,14 +249,12 @@ def log_evidence(logits: Tensor, style: Tensor, content: Tensor, answered: Tenso
     s, slopes = _scores_and_slopes(logits, style @ fitted.style + content @ fitted.content)
     margin = beta * (s[answered[:, 0]] - s[answered[:, 1]])
     log_p = -float(F.softplus(-margin).sum())
-    free = [(x, l2, w) for x, l2, w in ((style, style_l2, fitted.style), (content, content_l2, fitted.content))
-            if math.isfinite(l2) and x.shape[1]]
-    if not free:
+    x, precision, sizes = _free_columns(style, content, style_l2, content_l2)
+    if not sum(sizes):
         return log_p
-    x = torch.cat([x for x, _, _ in free], dim=1).double()
-    precision = torch.cat([torch.full((f[0].shape[1],), f[1], dtype=torch.float64) for f in free])
-    log_p -= sum(0.5 * l2 * float((w ** 2).sum()) for _, l2, w in free)
-    grad = slopes.double()[:, None] * x
+    w = torch.cat([fitted.style[:sizes[0]], fitted.content[:sizes[1]]]).double()
+    log_p -= 0.5 * float((precision * w ** 2).sum())
+    grad = slopes.double()[:, None] * x.double()
     p = torch.sigmoid(margin).double()
     jac = (p * (1 - p)).sqrt()[:, None] * beta * (grad[answered[:, 0]] - grad[answered[:, 1]])
     inner = torch.eye(len(answered), dtype=torch.float64) + (jac / precision) @ jac.T
