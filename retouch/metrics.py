@@ -190,7 +190,7 @@ def clipped_share(image: Tensor) -> Tensor:
     return ((brightest >= CLIP_LEVEL) | (brightest <= 1.0 - CLIP_LEVEL)).flatten(1).float().mean(dim=1)
 
 
-def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
+def neutral_chroma(image: Tensor, reference: Tensor, mask: Tensor | None = None) -> Tensor:
     r"""Mean CIELAB chroma of ``image`` over the pixels that are near-neutral in ``reference``.
 
     Near-neutral: chroma below :data:`NEUTRAL_CHROMA` and :math:`L^*` in :math:`[20, 95]` in ``reference``
@@ -200,6 +200,7 @@ def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
     Args:
         image: images whose chroma is measured, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
         reference: images that pick the near-neutral pixels, :math:`(B, 3, H, W)` in :math:`[0, 1]`.
+        mask: ``near_neutral_mask(reference)`` when it is already at hand, else computed.
 
     Returns:
         :math:`(B,)`; NaN where ``reference`` has no near-neutral pixel.
@@ -211,7 +212,7 @@ def neutral_chroma(image: Tensor, reference: Tensor) -> Tensor:
         (True, True)
     """
     _check_pair(image, reference)
-    mask = near_neutral_mask(reference)
+    mask = near_neutral_mask(reference) if mask is None else mask
     count = mask.flatten(1).sum(dim=1)
     total = (_chroma(image) * mask).flatten(1).sum(dim=1)
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))

@@ -222,11 +222,12 @@ def within_limits(edited: Tensor, source: Tensor, original: Tensor, settings: Ed
     base_clipped = clipped_share(original)
     allowed = (clipped_share(source) - base_clipped).clamp_min(settings.clip_limit)
     clipping = clipped_share(edited) - base_clipped <= allowed + 1e-6
-    neutral = near_neutral_mask(original).flatten(1).float().mean(dim=1) >= NEUTRAL_AREA
+    mask = near_neutral_mask(original)
+    neutral = mask.flatten(1).float().mean(dim=1) >= NEUTRAL_AREA
     casts = torch.ones_like(clipping)
     if neutral.any():
-        chroma = neutral_chroma(edited, original).nan_to_num(0.0)
-        allowed = neutral_chroma(source, original).nan_to_num(0.0).clamp_min(settings.neutral_limit)
+        chroma = neutral_chroma(edited, original, mask).nan_to_num(0.0)
+        allowed = neutral_chroma(source, original, mask).nan_to_num(0.0).clamp_min(settings.neutral_limit)
         casts = ~neutral | (chroma <= allowed + 1e-4)
     return clipping, casts
 
@@ -299,7 +300,7 @@ def hold_to_limits(retoucher: Retoucher, state: Mapping[str, Tensor], source: Te
     pending = failing(torch.arange(len(source)))
     if not len(pending):
         return held
-    identity = {key: value.expand_as(state[key]) for key, value in Retoucher(retoucher.ops).state().items()}
+    identity = {key: value.expand_as(state[key]) for key, value in Retoucher.shaped_like(state).state().items()}
 
     def blend_toward(target: Mapping[str, Tensor], rows: Tensor) -> Tensor:
         start = {key: value.clone() for key, value in held.items()}

@@ -111,10 +111,10 @@ class Retoucher(nn.Module):
         return {name: value.detach().cpu().contiguous().clone() for name, value in self.state_dict().items()}
 
     @classmethod
-    def from_state(
+    def shaped_like(
         cls, state: Mapping[str, Tensor], *, dehaze_patch: int = 15, dehaze_work_size: int = DEHAZE_WORK_SIZE
     ) -> Retoucher:
-        """Rebuild a ``Retoucher`` from :meth:`state`; ops, curve iterations, grid and LUT size follow the shapes.
+        """Return a new ``Retoucher`` at the identity with ``state``'s ops, curve iterations, grid and LUT size.
 
         The dehaze settings are not stored in the tensors and are passed as arguments.
         """
@@ -127,7 +127,14 @@ class Retoucher(nn.Module):
             kwargs.update(exposure_iterations=raw.shape[1] // 3, exposure_grid=tuple(raw.shape[-2:]))
         if "color" in ops:
             kwargs["lut_size"] = _require(state, "color.lut_residual").shape[-1]
-        retoucher = cls(ops, **kwargs)
+        return cls(ops, **kwargs)
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Tensor], *, dehaze_patch: int = 15, dehaze_work_size: int = DEHAZE_WORK_SIZE
+    ) -> Retoucher:
+        """Rebuild a ``Retoucher`` from :meth:`state` (:meth:`shaped_like` it, with its values)."""
+        retoucher = cls.shaped_like(state, dehaze_patch=dehaze_patch, dehaze_work_size=dehaze_work_size)
         try:
             retoucher.load_state_dict(dict(state), strict=True)
         except RuntimeError as error:

@@ -159,6 +159,7 @@ def test_neutral_cast_holds_whites_and_greys_only() -> None:
     cast.sum().backward()
     assert float(cast.detach()) > 3
     assert torch.equal(neutral_cast(warm, scene, near_neutral_mask(scene)), cast)  # a mask at hand is the same
+    assert torch.equal(neutral_chroma(warm, scene, near_neutral_mask(scene)), neutral_chroma(warm, scene))
     assert float(neutral_cast(warm, scene, torch.zeros(1, 8, 16, dtype=torch.bool)).detach()) == 0.0
     assert torch.isfinite(warm.grad).all() and float(warm.grad[..., 8:].abs().sum()) == 0.0  # red pixels are free
     flat = grey.clone().requires_grad_()

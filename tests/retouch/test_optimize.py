@@ -162,6 +162,16 @@ def test_a_fitted_edit_keeps_the_neutral_limit_on_the_photo_not_only_on_its_fitt
     assert float((held[:, 0] - held[:, 2]).mean()) > 0.02  # warmer, as far as the limit allows
 
 
+def test_hold_to_limits_takes_a_chain_of_any_shape_back_to_its_own_identity() -> None:
+    photos = torch.full((1, 3, 16, 16), 0.5)
+    chain = Retoucher(("exposure", "color"), exposure_grid=(2, 2), lut_size=5)  # not the default shapes
+    state = chain.state()
+    state["color.log_gains"][:] = torch.tensor([0.3, 0.0, -0.3])
+    held = hold_to_limits(chain, state, photos, photos, EditSettings())
+    assert {key: value.shape for key, value in held.items()} == {key: value.shape for key, value in state.items()}
+    assert float(neutral_chroma(chain.render(photos, held), photos)) <= 4.5 + 1e-4
+
+
 def test_uncast_keeps_each_curves_mean_and_drops_the_colour_edits() -> None:
     chain = Retoucher(OPS)
     identity = chain.state()
