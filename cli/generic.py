@@ -46,10 +46,11 @@ def prior_files(source: str) -> list[Path]:
 @click.command("train-generic")
 @click.argument("references")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weights file to write (.safetensors).")
-@click.option("--recipe", "recipe_name", default="shipped", show_default=True,
+@click.option("--recipe", "recipe_name", default="hardened", show_default=True,
               type=click.Choice(sorted(GENERIC_RECIPES)),
-              help="'shipped' makes weights like the shipped generic ones; 'hardened' the statistics-only branch "
-              "hardened against the retouching optimiser (needs --prior-photos).")
+              help="'hardened' makes weights like the shipped generic ones: a quality branch on image statistics, "
+              "hardened against the retouching optimiser (needs --prior-photos, or --harden-rounds 0); "
+              "'thumbnail' adds a thumbnail CNN to it and trains 40 epochs without hardening.")
 @click.option("--prior-photos", default=None,
               help="The quality prior: a folder of photos (or a text file listing them, one a line), each ranked "
               "above its seeded degraded and over-processed versions. Default: no prior.")

@@ -240,7 +240,7 @@ def _preference(head: torch.nn.Module, feats: Features, pairs: Tensor, names: li
 def train_generic_weights(
     references: ReferenceSet,
     out: str | os.PathLike[str],
-    recipe: GenericRecipe | str = "shipped",
+    recipe: GenericRecipe | str = "hardened",
     prior_photos: Sequence[str | os.PathLike[str]] = (),
     seed: int = 0,
     cache: FeatureCache | str | os.PathLike[str] | None = None,
@@ -297,7 +297,8 @@ def train_generic_weights(
         recipe_name, recipe = recipe_name or recipe, GENERIC_RECIPES[recipe]
     recipe_name = recipe_name or _recipe_name(recipe)
     if recipe.harden_rounds and not prior_photos:
-        raise ValueError(f"the {recipe_name} recipe's hardening rounds fit edits of prior photos; none were given")
+        raise ValueError(f"the {recipe_name} recipe's hardening rounds fit edits of prior photos; none were given "
+                         "(give some, or set its hardening rounds to 0)")
     device = distributed.rank_device(resolve_device(device))
     me = distributed.init(device)
     state_path = None if state is None else Path(state)

@@ -133,7 +133,7 @@ def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -
         fields: other :class:`GenericRecipe` fields, e.g. ``quality_width``, ``draws``, ``harden_rounds``.
 
     Example:
-        >>> recipe = generic_recipe("shipped", epochs=2, quality_width=0, draws=None)
+        >>> recipe = generic_recipe("thumbnail", epochs=2, quality_width=0, draws=None)
         >>> recipe.training.epochs, recipe.training.pair_weight, recipe.quality_width, recipe.draws
         (2, 3.0, 0, 2)
     """
@@ -145,15 +145,16 @@ def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -
 
 
 GENERIC_RECIPES: dict[str, GenericRecipe] = {
-    "shipped": GenericRecipe(GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)),
     "hardened": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0,
                               harden_rounds=2),
+    "thumbnail": GenericRecipe(GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)),
 }
-"""Named generic recipes. ``shipped`` makes ``weights/generic.safetensors``: 40 epochs over the
-references, each going over all quality-prior pairs once, a ranking term of weight 3 and margin
-0.5, a thumbnail CNN of width 16 beside the statistics. ``hardened`` is the statistics-only
-branch with two hardening rounds: it ranks held-out photos' versions better and retouches clean
-photos more faithfully, but personalizes worse (benchmarks/README.md, §2)."""
+"""Named generic recipes. ``hardened`` makes ``weights/generic.safetensors``: a quality branch on the
+content-free image statistics alone, ten epochs over the references (each going over all
+quality-prior pairs once, a ranking term of weight 3 and margin 0.5), then two rounds of hardening
+against the retouching optimiser. ``thumbnail`` adds a thumbnail CNN of width 16 beside the
+statistics and trains 40 epochs without hardening: it learns the training photos themselves, ranks
+held-out photos' versions worse and retouches clean photos less faithfully (benchmarks/README.md, §2)."""
 
 
 @dataclass(frozen=True)

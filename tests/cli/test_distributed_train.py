@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 #: score rises with it from 2 to 8.
 LEVELS = (0.25, 0.36, 0.47, 0.58, 0.69, 0.8, 0.91, 1.0)
 HELD_OUT = (0.3, 0.63, 0.96)
-OPTIONS = ["--epochs", "30", "--quality-width", "0", "--draws", "1", "--device", "cpu"]
+OPTIONS = ["--epochs", "30", "--harden-rounds", "0", "--draws", "1", "--device", "cpu"]
 #: What the job caches: the references, the prior photo that is no reference, both prior photos' versions.
 CACHED = len(LEVELS) * 4 + 1 + 2 * len(VERSIONS)
 PERSAES = shutil.which("persaes", path=str(Path(sys.executable).parent)) or shutil.which("persaes")

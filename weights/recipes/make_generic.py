@@ -14,13 +14,13 @@ Trains the default backbone's head (heads only, on cached features) on two objec
   over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured; mild and
   strong), so that the score has its optimum at the natural photo.
 
-``--recipe`` names a :data:`persaes.core.train.GENERIC_RECIPES` entry: ``shipped`` (the
-default) reproduces the shipped file; ``hardened`` is the statistics-only branch with two
-rounds of hardening against the retouching optimiser, which ranks held-out photos' versions
-better and retouches clean photos more faithfully, but personalizes worse (benchmarks/README.md,
-§2)::
+``--recipe`` names a :data:`persaes.core.train.GENERIC_RECIPES` entry: ``hardened`` (the
+default) reproduces the shipped file: a quality branch on content-free image statistics, ten
+epochs, then two rounds of hardening against the retouching optimiser; ``thumbnail`` adds a
+thumbnail CNN to the quality branch and trains 40 epochs without hardening, which learns the
+training photos themselves and ranks held-out photos' versions worse (benchmarks/README.md, §2)::
 
-    python weights/recipes/make_generic.py ... --recipe hardened
+    python weights/recipes/make_generic.py ... --recipe thumbnail
 
 ``--epochs``, ``--quality-width``, ``--draws``, ``--harden-rounds`` and ``--harden-photos``
 override one field of the recipe. A hardening round fits the generic retouch (all ops, as
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "generic.safetensors")
     ap.add_argument("--state", type=Path, default=None,
                     help="training state file, written after every epoch; an existing one of the same run is resumed")
-    ap.add_argument("--recipe", choices=sorted(GENERIC_RECIPES), default="shipped")
+    ap.add_argument("--recipe", choices=sorted(GENERIC_RECIPES), default="hardened")
     ap.add_argument("--draws", type=int, default=None, help="seeded versions per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)

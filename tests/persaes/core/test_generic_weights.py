@@ -12,9 +12,9 @@ from persaes.core.train import GENERIC_RECIPES
 from persaes.io.references import read_score_csv
 from persaes.io.safetensors_file import read_safetensors
 
-SHIPPED = GENERIC_RECIPES["shipped"]
-#: The shipped recipe cut down for speed: 2 epochs, statistics only, one draw per kind.
-SMALL = replace(SHIPPED, training=replace(SHIPPED.training, epochs=2), quality_width=0, draws=1)
+SHIPPED = GENERIC_RECIPES["hardened"]
+#: The shipped recipe cut down for speed: 2 epochs, one draw per kind, no hardening rounds.
+SMALL = replace(SHIPPED, training=replace(SHIPPED.training, epochs=2), draws=1, harden_rounds=0)
 
 
 def references(photos: list[Path], folder: Path):

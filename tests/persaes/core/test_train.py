@@ -172,9 +172,11 @@ def test_settings_are_frozen_and_a_preset_changes_one_field_with_replace() -> No
 
 
 def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
-    shipped = GENERIC_RECIPES["shipped"]
-    assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (40, 3.0, 16)
-    assert GENERIC_RECIPES["hardened"].quality_width == 0 and GENERIC_RECIPES["hardened"].harden_rounds == 2
+    shipped = GENERIC_RECIPES["hardened"]
+    assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (10, 3.0, 0)
+    assert shipped.harden_rounds == 2
+    thumbnail = GENERIC_RECIPES["thumbnail"]
+    assert (thumbnail.training.epochs, thumbnail.quality_width, thumbnail.harden_rounds) == (40, 16, 0)
     with pytest.raises(ValueError, match="draws"):
         dataclasses.replace(shipped, draws=0)
 
