@@ -324,6 +324,17 @@ def row_regularizations(retoucher: Retoucher, params: Mapping[str, Tensor] | Non
                         for row in range(rows)])
 
 
+def _hold_on_photo(retoucher: Retoucher, state: Mapping[str, Tensor], image: Tensor, original: Tensor | None,
+                   settings: EditSettings) -> dict[str, Tensor]:
+    """:func:`hold_to_limits` of one photo's edit on a copy of the photo of at most :data:`HOLD_SIZE`.
+
+    ``original`` is the untouched photo when ``image`` is a retouch already (same size); ``None``: ``image``.
+    """
+    source = resize_to_fit(image, HOLD_SIZE)
+    reference = source if original is None else resize_to_fit(original, HOLD_SIZE)
+    return hold_to_limits(retoucher, state, source, reference, settings)
+
+
 def _objective_values(value: Tensor | float) -> Tensor:
     return torch.as_tensor(value).detach().reshape(-1)
 
@@ -476,9 +487,8 @@ def optimize_edits(images: Sequence[Tensor], loss_fn: LossFn, ops: Iterable[str]
                 fitted[index] = retoucher
     for index, retoucher in enumerate(fitted):
         if retoucher is not None:  # each edit as the photo shows it: fine colour noise the copy averages out
-            source = resize_to_fit(images[index], HOLD_SIZE)
-            original = source if originals is None else resize_to_fit(originals[index], HOLD_SIZE)
-            retoucher.load_state_dict(hold_to_limits(retoucher, retoucher.state(), source, original, settings))
+            original = None if originals is None else originals[index]
+            retoucher.load_state_dict(_hold_on_photo(retoucher, retoucher.state(), images[index], original, settings))
     return [retoucher for retoucher in fitted if retoucher is not None]
 
 
@@ -507,9 +517,7 @@ def predicted_edit(net: RetouchNet, image: Tensor, settings: EditSettings | None
     check_image(image)
     settings = settings or EditSettings()
     state = {key: value.detach().cpu() for key, value in net.predict(image).items()}
-    source = resize_to_fit(image, HOLD_SIZE)
-    reference = source if original is None else resize_to_fit(original, HOLD_SIZE)
-    held = hold_to_limits(net.retoucher, state, source, reference, settings)
+    held = _hold_on_photo(net.retoucher, state, image, original, settings)
     haze = getattr(net.retoucher, "dehaze", None)
     kwargs = {} if haze is None else {"dehaze_patch": haze.patch, "dehaze_work_size": haze.work_size}
     return Retoucher.from_state(held, **kwargs).to(image.device).eval()
