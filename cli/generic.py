@@ -12,7 +12,7 @@ from persaes.cli.common import Progress, device_option, echo, is_quiet, printabl
 from persaes.core import distributed
 from persaes.core.backbones import BackboneError
 from persaes.core.generic_weights import train_generic_weights
-from persaes.core.train import GENERIC_RECIPES, generic_recipe
+from persaes.core.train import GENERIC_RECIPES, SHIPPED_RECIPE, generic_recipe
 from persaes.io.images import is_image_name, iter_images
 from persaes.io.references import load_references
 
@@ -46,7 +46,7 @@ def prior_files(source: str) -> list[Path]:
 @click.command("train-generic")
 @click.argument("references")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weights file to write (.safetensors).")
-@click.option("--recipe", "recipe_name", default="hardened", show_default=True,
+@click.option("--recipe", "recipe_name", default=SHIPPED_RECIPE, show_default=True,
               type=click.Choice(sorted(GENERIC_RECIPES)),
               help="'hardened' makes weights like the shipped generic ones: a quality branch on image statistics, "
               "hardened against the retouching optimiser (needs --prior-photos, or --harden-rounds 0); "

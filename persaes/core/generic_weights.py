@@ -45,7 +45,7 @@ from persaes.core.features import FeatureCache, Features, extract_features, feat
 from persaes.core.model import BINS, AestheticModel, AttentionHead, distribution_to_score
 from persaes.core.retouching import retouch_image
 from persaes.core.scorer import Scorer
-from persaes.core.train import GENERIC_RECIPES, GenericRecipe, train_generic
+from persaes.core.train import GENERIC_RECIPES, SHIPPED_RECIPE, GenericRecipe, train_generic
 from persaes.io.checkpoint import model_metadata, save_checkpoint
 from persaes.io.images import load_image
 from persaes.io.references import ReferenceSet
@@ -240,7 +240,7 @@ def _preference(head: torch.nn.Module, feats: Features, pairs: Tensor, names: li
 def train_generic_weights(
     references: ReferenceSet,
     out: str | os.PathLike[str],
-    recipe: GenericRecipe | str = "hardened",
+    recipe: GenericRecipe | str = SHIPPED_RECIPE,
     prior_photos: Sequence[str | os.PathLike[str]] = (),
     seed: int = 0,
     cache: FeatureCache | str | os.PathLike[str] | None = None,

@@ -155,6 +155,9 @@ quality-prior pairs once, a ranking term of weight 3 and margin 0.5), then two r
 against the retouching optimiser. ``thumbnail`` adds a thumbnail CNN of width 16 beside the
 statistics and trains 40 epochs without hardening: it learns the training photos themselves, ranks
 held-out photos' versions worse and retouches clean photos less faithfully (benchmarks/README.md, §2)."""
+#: The :data:`GENERIC_RECIPES` entry that makes ``weights/generic.safetensors``: the default of every way to train
+#: generic weights.
+SHIPPED_RECIPE = "hardened"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 from persaes.core.generic_weights import VERSIONS, edit_features, make_version, train_generic_weights, version_features
-from persaes.core.train import GENERIC_RECIPES, generic_recipe
+from persaes.core.train import GENERIC_RECIPES, SHIPPED_RECIPE, generic_recipe
 from persaes.eval.protocol import heldout_photos
 from persaes.io.references import read_ratings_csv
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "generic.safetensors")
     ap.add_argument("--state", type=Path, default=None,
                     help="training state file, written after every epoch; an existing one of the same run is resumed")
-    ap.add_argument("--recipe", choices=sorted(GENERIC_RECIPES), default="hardened")
+    ap.add_argument("--recipe", choices=sorted(GENERIC_RECIPES), default=SHIPPED_RECIPE)
     ap.add_argument("--draws", type=int, default=None, help="seeded versions per photo and kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)

@@ -8,11 +8,11 @@ import torch
 
 from persaes.core.generic_weights import VERSIONS, train_generic_weights
 from persaes.core.scorer import load_scorer
-from persaes.core.train import GENERIC_RECIPES
+from persaes.core.train import GENERIC_RECIPES, SHIPPED_RECIPE
 from persaes.io.references import read_score_csv
 from persaes.io.safetensors_file import read_safetensors
 
-SHIPPED = GENERIC_RECIPES["hardened"]
+SHIPPED = GENERIC_RECIPES[SHIPPED_RECIPE]
 #: The shipped recipe cut down for speed: 2 epochs, one draw per kind, no hardening rounds.
 SMALL = replace(SHIPPED, training=replace(SHIPPED.training, epochs=2), draws=1, harden_rounds=0)
 

@@ -8,15 +8,18 @@ import torch
 from persaes.core.features import Features
 from persaes.core.losses import emd_loss
 from persaes.core.model import STATS, THUMB, AttentionHead, distribution_to_score
+from persaes.core.scorer import resolve_weights
 from persaes.core.train import (
     GENERIC_RECIPES,
     PERSONAL_PRESETS,
+    SHIPPED_RECIPE,
     GenericSettings,
     PersonalSettings,
     generic_recipe,
     train_generic,
     train_personal,
 )
+from persaes.io.safetensors_file import read_safetensors
 
 
 def _feats(n: int, seed: int = 0) -> Features:
@@ -172,7 +175,8 @@ def test_settings_are_frozen_and_a_preset_changes_one_field_with_replace() -> No
 
 
 def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
-    shipped = GENERIC_RECIPES["hardened"]
+    assert read_safetensors(resolve_weights("generic"))[1]["recipe"] == SHIPPED_RECIPE  # it made the shipped file
+    shipped = GENERIC_RECIPES[SHIPPED_RECIPE]
     assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (10, 3.0, 0)
     assert shipped.harden_rounds == 2
     thumbnail = GENERIC_RECIPES["thumbnail"]
