@@ -56,7 +56,6 @@ STATS = 21
 #: Side of the square thumbnail the quality branch's CNN sees.
 THUMB = 96
 _DARK_PATCH = 15
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
 def distribution_to_score(p: Tensor) -> Tensor:
@@ -93,7 +92,11 @@ def image_statistics(image: Tensor) -> Tensor:
     means = image.mean(dim=(2, 3))
     chroma = ((top - bottom) / top.clamp_min(1e-3)).flatten(1)
     grey = luma.view(-1, 1, *image.shape[2:])
-    laplacian = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), _LAPLACIAN.to(image)[None, None])
+    # the 4-neighbour Laplacian from shifted slices: the same values as a 3×3 convolution, and on a CPU its
+    # forward and backward take a tenth of the convolution's time (a one-channel convolution is slow there)
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    laplacian = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
+                 - 4 * grey)
     return torch.cat([
         luma.mean(1, keepdim=True),
         luma.std(1, unbiased=False, keepdim=True),

@@ -76,6 +76,14 @@ def test_image_statistics_read_tone_colour_and_haze() -> None:
     assert sharp[19] > base[19] and sharp[18] > base[18]  # Laplacian; channels clipped by the overshoot
 
 
+def test_image_statistics_laplacian_is_the_replicate_padded_3x3_kernel() -> None:
+    image = torch.rand(2, 3, 17, 23, generator=torch.Generator().manual_seed(1))
+    grey = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2])[:, None]
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    laplacian = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate"), kernel)
+    assert torch.allclose(image_statistics(image)[:, 19], laplacian.abs().mean(dim=(1, 2, 3)), atol=1e-6)
+
+
 def test_image_statistics_pass_gradients() -> None:
     x = torch.rand(2, 3, 24, 20, requires_grad=True)
     image_statistics(x).sum().backward()
