@@ -148,22 +148,26 @@ def _versions_of(model: AestheticModel, files: list[Path], indices: list[int], s
 
 
 def edit_features(model: AestheticModel, files: list[Path], seed: int, cache: FeatureCache,
-                  progress: StageCallback | None = None, stage: str = "fitted edits") -> Features:
-    """Features of the generic retouch of each file (all ops, default edit settings) fitted against ``model``.
+                  progress: StageCallback | None = None, stage: str = "fitted edits",
+                  settings: EditSettings | None = None) -> Features:
+    """Features of the generic retouch of each file (all ops) fitted against ``model``.
 
-    The fit is against the model as it is now; cached under the file's and the head's digests.
+    The fit uses ``settings`` (default :class:`EditSettings`) against the model as it is now; cached under the
+    file's and the head's digests and the settings.
     """
+    settings = settings or EditSettings()
     head_digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
                                           for v in model.head.state_dict().values())).hexdigest()
+    fitted_with = hashlib.sha256(repr(sorted(settings.as_dict().items())).encode()).hexdigest()[:16]
     loss = AestheticLoss(Scorer(copy.deepcopy(model), {}))
     device = next(model.parameters()).device
     parts = []
     _report(progress, stage, 0, len(files))
     for n, path in enumerate(files):
-        key = hashlib.sha256(f"{file_digest(path)}/edit/{head_digest}/{seed}".encode()).hexdigest()
+        key = hashlib.sha256(f"{file_digest(path)}/edit/{head_digest}/{seed}/{fitted_with}".encode()).hexdigest()
         found = cache.get(key)
         if found is None:
-            edit = retouch_image(load_image(path)[None].to(device), loss, OPS, EditSettings(), seed=seed)
+            edit = retouch_image(load_image(path)[None].to(device), loss, OPS, settings, seed=seed)
             found = features_of_tensors(model, edit)
             cache.put(key, found)
         parts.append(found)
@@ -357,6 +361,7 @@ def train_generic_weights(
     order = torch.randperm(len(prior_rows), generator=generator).tolist()
     harden = [(prior_rows[i], prior_files[i]) for i in order]
     rounds = []
+    harden_settings = EditSettings(fidelity=recipe.harden_fidelity)
     for r in range(recipe.harden_rounds):
         chosen = harden[r * recipe.harden_photos:(r + 1) * recipe.harden_photos]
         if not chosen:
@@ -365,9 +370,9 @@ def train_generic_weights(
         chosen_rows = [row for row, _ in chosen]
         distributed.broadcast_module(head)  # the edits' cache keys hold the head's digest: the same on every rank
         _shared_out([path for _, path in chosen], lambda part, stage: edit_features(
-            model, part, seed, cache, progress, stage), progress, f"hardening round {r + 1} edits")
+            model, part, seed, cache, progress, stage, harden_settings), progress, f"hardening round {r + 1} edits")
         edits = edit_features(model, [path for _, path in chosen], seed, cache, progress,
-                              f"hardening round {r + 1} edits")
+                              f"hardening round {r + 1} edits", harden_settings)
         with torch.no_grad():
             gains = (distribution_to_score(head(*edits.take(range(len(edits)), device)))
                      - distribution_to_score(head(*feats.take(chosen_rows, device)))).cpu()

@@ -29,12 +29,12 @@ from retouch.optimize import FIT_BATCH, EditSettings, LossFn, optimize_edits, pr
 __all__ = ["TASTE_FIDELITY_SHARE", "is_greyscale", "retouch_image", "retouch_images", "retouch_on_base",
            "taste_settings"]
 
-TASTE_FIDELITY_SHARE = 0.3
+TASTE_FIDELITY_SHARE = 0.15
 """Share of the fidelity weight that holds a profile's edit to the base retouch it is fitted on.
 
 That edit refines an already retouched photo: at the full weight the L1 fidelity term holds it
-at exactly zero on some photos, and with the exposure curves' channel spread charged, 0.3 lets
-a taste move its photos without bolder casts (benchmarks/README.md, §3)."""
+at exactly zero on some photos, and with the exposure curves' channel spread charged, a weight of
+0.6 (0.15 of the default 4) lets a taste move its photos without bolder casts (benchmarks/README.md, §3)."""
 
 
 def taste_settings(settings: EditSettings) -> EditSettings:

@@ -106,7 +106,9 @@ class GenericRecipe:
     each fit the generic retouch of ``harden_photos`` further training photos against the
     weights as they are; every edit scored more than ``harden_gain`` above its original becomes
     a pair the original wins (entered ``harden_repeat`` times an epoch), and the head trains
-    ``harden_epochs`` more epochs on all pairs.
+    ``harden_epochs`` more epochs on all pairs. The hardening fits use the fidelity weight
+    ``harden_fidelity`` (the retouch's other edit settings are its defaults): 2, the weight of the
+    generic retouch when the shipped file was made, so that the recipe keeps making that file.
     """
 
     training: GenericSettings
@@ -117,11 +119,13 @@ class GenericRecipe:
     harden_gain: float = 0.05
     harden_epochs: int = 3
     harden_repeat: int = 20
+    harden_fidelity: float = 2.0
 
     def __post_init__(self) -> None:
         _require(self.quality_width >= 0 and self.harden_rounds >= 0, "quality_width and harden_rounds must be >= 0")
         _require(self.draws >= 1 and self.harden_photos >= 1 and self.harden_epochs >= 1 and self.harden_repeat >= 1,
                  "draws, harden_photos, harden_epochs and harden_repeat must be >= 1")
+        _require(self.harden_fidelity >= 0, "harden_fidelity must be >= 0")
 
 
 def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -> GenericRecipe:

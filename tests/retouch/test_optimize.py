@@ -85,7 +85,7 @@ def test_guards_stop_a_loss_that_pays_for_clipping_and_casts(photos) -> None:
         return -4 * images.mean() - 4 * (images[:, 0] - images[:, 2]).mean()
 
     ops = ("exposure", "color")
-    unguarded = EditSettings(steps=30, clip_guard=0.0, neutral_guard=0.0, neutral_limit=float("inf"),
+    unguarded = EditSettings(steps=30, fidelity=2.0, clip_guard=0.0, neutral_guard=0.0, neutral_limit=float("inf"),
                              clip_limit=float("inf"))
     free = optimize_edit(photo, greedy, ops, unguarded)(photo).detach()
     held = optimize_edit(photo, greedy, ops, replace(unguarded, clip_guard=100.0, neutral_guard=0.2))(photo).detach()

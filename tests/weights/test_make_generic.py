@@ -10,6 +10,7 @@ from persaes.core import generic_weights
 from persaes.core.features import FeatureCache
 from persaes.core.model import distribution_to_score
 from persaes.core.scorer import load_scorer
+from retouch.optimize import EditSettings
 
 RECIPE = Path(__file__).resolve().parents[2] / "weights" / "recipes" / "make_generic.py"
 _spec = importlib.util.spec_from_file_location("make_generic", RECIPE)
@@ -54,6 +55,8 @@ def test_edit_features_fit_the_generic_retouch_once_per_head(photos, tmp_path, m
     monkeypatch.undo()
     edit_features(model, files[:1], seed=0, cache=cache)
     assert len(list(tmp_path.rglob("*.safetensors"))) == 3
+    edit_features(model, files[:1], seed=0, cache=cache, settings=EditSettings(fidelity=2.0))  # other settings
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 4
 
 
 def model_input(path):

@@ -20,6 +20,7 @@ from persaes.core.train import (
     train_personal,
 )
 from persaes.io.safetensors_file import read_safetensors
+from retouch.optimize import EditSettings
 
 
 def _feats(n: int, seed: int = 0) -> Features:
@@ -175,8 +176,11 @@ def test_settings_are_frozen_and_a_preset_changes_one_field_with_replace() -> No
 
 
 def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
-    assert read_safetensors(resolve_weights("generic"))[1]["recipe"] == SHIPPED_RECIPE  # it made the shipped file
+    meta = read_safetensors(resolve_weights("generic"))[1]
+    assert meta["recipe"] == SHIPPED_RECIPE  # it made the shipped file, with these settings
     shipped = GENERIC_RECIPES[SHIPPED_RECIPE]
+    assert meta["recipe_settings"] == {k: v for k, v in dataclasses.asdict(shipped).items() if k != "training"}
+    assert shipped.harden_fidelity == 2.0 != EditSettings().fidelity  # its hardening fits, not today's retouch
     assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (10, 3.0, 0)
     assert shipped.harden_rounds == 2
     thumbnail = GENERIC_RECIPES["thumbnail"]
