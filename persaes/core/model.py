@@ -318,18 +318,23 @@ class AestheticModel(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def features(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics, thumbnail)`` of ``[0, 1]`` RGB images B×3×H×W."""
+    def features(self, image: Tensor, content_grad: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(Z1 on Z2's grid, Z2, pooled Z3, image statistics, thumbnail)`` of ``[0, 1]`` RGB images B×3×H×W.
+
+        With ``content_grad`` False the backbone's maps carry no gradient (the backbone runs without
+        autograd); the statistics and the thumbnail keep theirs.
+        """
         check_image(image)
         square = resize_square(image, self.spec.input_size)
-        z1, z2, z3 = self.backbone(normalize(square, self.spec))
-        return (F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z2, z3.mean(dim=(2, 3)), image_statistics(square),
-                thumbnail(square))
+        with torch.set_grad_enabled(content_grad and torch.is_grad_enabled()):
+            z1, z2, z3 = self.backbone(normalize(square, self.spec))
+            z1, z3 = F.adaptive_avg_pool2d(z1, z2.shape[-2:]), z3.mean(dim=(2, 3))
+        return z1, z2, z3, image_statistics(square), thumbnail(square)
 
-    def forward(self, image: Tensor) -> Tensor:
-        """Score distributions B×10 of ``[0, 1]`` RGB images B×3×H×W."""
-        return self.head(*self.features(image))
+    def forward(self, image: Tensor, content_grad: bool = True) -> Tensor:
+        """Score distributions B×10 of ``[0, 1]`` RGB images B×3×H×W (``content_grad``: see :meth:`features`)."""
+        return self.head(*self.features(image, content_grad))
 
-    def score(self, image: Tensor) -> Tensor:
-        """Mean scores B in ``[1, 10]``."""
-        return distribution_to_score(self(image))
+    def score(self, image: Tensor, content_grad: bool = True) -> Tensor:
+        """Mean scores B in ``[1, 10]`` (``content_grad``: see :meth:`features`)."""
+        return distribution_to_score(self(image, content_grad))

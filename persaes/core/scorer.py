@@ -98,9 +98,14 @@ class Scorer(nn.Module):
         """The device the model's parameters are on."""
         return next(self.model.parameters()).device
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Scores (shape B, in ``[1, 10]``) of ``[0, 1]`` RGB images B×3×H×W; keeps the graph."""
-        return self.model.score(images.to(self.device))
+    def forward(self, images: Tensor, content_grad: bool = True) -> Tensor:
+        """Scores (shape B, in ``[1, 10]``) of ``[0, 1]`` RGB images B×3×H×W; keeps the graph.
+
+        With ``content_grad`` False the gradient reaches the images only through the content-free image
+        statistics (the quality branch, and a profile's style part): the backbone's features are
+        evaluated but not differentiated (:meth:`~persaes.core.model.AestheticModel.features`).
+        """
+        return self.model.score(images.to(self.device), content_grad)
 
     def distribution(self, images: Tensor) -> Tensor:
         """Score distributions B×10 of ``[0, 1]`` RGB images B×3×H×W."""

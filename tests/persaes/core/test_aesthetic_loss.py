@@ -43,6 +43,28 @@ def test_gradients_reach_every_pixel_for_every_backbone(name: str, taste: bool) 
         assert torch.isfinite(x.grad).all() and (x.grad != 0).float().mean() > 0.9
 
 
+@pytest.mark.parametrize("taste", [False, True], ids=["generic", "profile"])
+def test_without_content_grad_the_gradient_comes_only_from_the_statistics(taste: bool) -> None:
+    scorer = _scorer("efficientnet_lite2", taste)
+    x = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    full, held = AestheticLoss(scorer, reduction="none"), AestheticLoss(scorer, reduction="none", content_grad=False)
+    assert torch.allclose(full(x), held(x), atol=1e-6)  # the same value: the content features still count
+
+    def pixel_grad(loss: AestheticLoss) -> torch.Tensor:
+        image = x.clone().requires_grad_(True)
+        loss(image).sum().backward()
+        return image.grad
+
+    through_stats = pixel_grad(held)
+    assert torch.isfinite(through_stats).all() and through_stats.abs().sum() > 0
+    assert not torch.allclose(through_stats, pixel_grad(full))
+    with torch.no_grad():  # no path from the pixels but the content features: no gradient at all
+        scorer.model.head.quality.mlp[-1].weight.zero_()
+        if scorer.model.head.taste is not None:
+            scorer.model.head.taste.style.zero_()
+    assert pixel_grad(full).abs().sum() > 0 and pixel_grad(held).abs().sum() == 0
+
+
 def test_profile_path_builds_the_loss(pretrained_model, tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "p.safetensors", pretrained_model, model_metadata(pretrained_model, "pretrained"))
     x = torch.rand(1, 3, 50, 50, requires_grad=True)
