@@ -361,7 +361,6 @@ def train_generic_weights(
     order = torch.randperm(len(prior_rows), generator=generator).tolist()
     harden = [(prior_rows[i], prior_files[i]) for i in order]
     rounds = []
-    harden_settings = EditSettings(fidelity=recipe.harden_fidelity)
     for r in range(recipe.harden_rounds):
         chosen = harden[r * recipe.harden_photos:(r + 1) * recipe.harden_photos]
         if not chosen:
@@ -370,9 +369,9 @@ def train_generic_weights(
         chosen_rows = [row for row, _ in chosen]
         distributed.broadcast_module(head)  # the edits' cache keys hold the head's digest: the same on every rank
         _shared_out([path for _, path in chosen], lambda part, stage: edit_features(
-            model, part, seed, cache, progress, stage, harden_settings), progress, f"hardening round {r + 1} edits")
+            model, part, seed, cache, progress, stage, recipe.harden_edit), progress, f"hardening round {r + 1} edits")
         edits = edit_features(model, [path for _, path in chosen], seed, cache, progress,
-                              f"hardening round {r + 1} edits", harden_settings)
+                              f"hardening round {r + 1} edits", recipe.harden_edit)
         with torch.no_grad():
             gains = (distribution_to_score(head(*edits.take(range(len(edits)), device)))
                      - distribution_to_score(head(*feats.take(chosen_rows, device)))).cpu()

@@ -44,6 +44,7 @@ from persaes.core.losses import PAIR_LOSSES, emd_loss, hinge_pair_loss
 from persaes.core.model import STATS, AestheticModel, AttentionHead, distribution_to_score
 from persaes.core.taste import TasteChoice, TastePart, choose_strength, expanded_pairs, fit_taste
 from persaes.io.safetensors_file import read_safetensors, write_safetensors
+from retouch.optimize import EditSettings
 
 Source = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]
 
@@ -106,9 +107,10 @@ class GenericRecipe:
     each fit the generic retouch of ``harden_photos`` further training photos against the
     weights as they are; every edit scored more than ``harden_gain`` above its original becomes
     a pair the original wins (entered ``harden_repeat`` times an epoch), and the head trains
-    ``harden_epochs`` more epochs on all pairs. The hardening fits use the fidelity weight
-    ``harden_fidelity`` (the retouch's other edit settings are its defaults): 2, the weight of the
-    generic retouch when the shipped file was made, so that the recipe keeps making that file.
+    ``harden_epochs`` more epochs on all pairs. The hardening fits use ``harden_edit``, every
+    field spelled out: the generic retouch's settings when the shipped file was made (10 steps,
+    fidelity weight 2; ``persaes retouch`` now fits 5 steps at 4), so that the recipe keeps making
+    that file whatever :class:`~retouch.optimize.EditSettings`' defaults become.
     """
 
     training: GenericSettings
@@ -119,13 +121,14 @@ class GenericRecipe:
     harden_gain: float = 0.05
     harden_epochs: int = 3
     harden_repeat: int = 20
-    harden_fidelity: float = 2.0
+    harden_edit: EditSettings = EditSettings(steps=10, lr=0.005, fidelity=2.0, regularization=1.0, work_size=256,
+                                             clip_guard=100.0, neutral_guard=0.2, patience=0, min_improvement=0.0,
+                                             loss_odds=0.0, neutral_limit=4.5, clip_limit=0.003)
 
     def __post_init__(self) -> None:
         _require(self.quality_width >= 0 and self.harden_rounds >= 0, "quality_width and harden_rounds must be >= 0")
         _require(self.draws >= 1 and self.harden_photos >= 1 and self.harden_epochs >= 1 and self.harden_repeat >= 1,
                  "draws, harden_photos, harden_epochs and harden_repeat must be >= 1")
-        _require(self.harden_fidelity >= 0, "harden_fidelity must be >= 0")
 
 
 def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -> GenericRecipe:

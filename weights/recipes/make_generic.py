@@ -24,7 +24,7 @@ training photos themselves and ranks held-out photos' versions worse (benchmarks
 
 ``--epochs``, ``--quality-width``, ``--draws``, ``--harden-rounds`` and ``--harden-photos``
 override one field of the recipe. A hardening round fits the generic retouch (all ops, as
-``persaes retouch`` fits it but at the recipe's fidelity weight ``harden_fidelity``) of seeded
+``persaes retouch`` fitted it when the shipped file was made: the recipe's ``harden_edit``) of seeded
 training Pixabay photos against the current weights;
 each edit that the fit scored more than the recipe's ``harden_gain`` above its original becomes
 a pair (the untouched original beats it), and the head trains more epochs on all pairs. Each

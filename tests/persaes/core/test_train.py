@@ -180,7 +180,8 @@ def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
     assert meta["recipe"] == SHIPPED_RECIPE  # it made the shipped file, with these settings
     shipped = GENERIC_RECIPES[SHIPPED_RECIPE]
     assert meta["recipe_settings"] == {k: v for k, v in dataclasses.asdict(shipped).items() if k != "training"}
-    assert shipped.harden_fidelity == 2.0 != EditSettings().fidelity  # its hardening fits, not today's retouch
+    assert (shipped.harden_edit.steps, shipped.harden_edit.fidelity) == (10, 2.0)  # as when the file was made
+    assert shipped.harden_edit != EditSettings()  # not today's retouch
     assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (10, 3.0, 0)
     assert shipped.harden_rounds == 2
     thumbnail = GENERIC_RECIPES["thumbnail"]
