@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import click
-from persaes.cli.common import Progress, device_option, user_errors, warn
+from persaes.cli.common import Progress, device_option, steps_option, user_errors, warn
 
 import persaes
 from persaes.app.report import compare_folder
@@ -22,7 +22,7 @@ EXAMPLES = Path(persaes.__file__).resolve().parents[1] / "examples"
 @click.option("--out", default="persaes-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the profile, the retouched photos and the report.")
 @click.option("--photos", default=6, show_default=True, type=click.IntRange(1), help="Photos to retouch.")
-@click.option("--steps", default=EditSettings.steps, show_default=True, type=click.IntRange(0), help="Optimisation steps per photo.")
+@steps_option
 @device_option
 @user_errors(ValueError, OSError, BackboneError, RuntimeError)
 def demo_cmd(out: str, photos: int, steps: int, device: str) -> None:
