@@ -7,7 +7,7 @@ Example::
 On the fixed, seeded held-out Pixabay photos (never used to train anything), each photo is
 degraded once per kind (under / over exposure, colour, haze; seeded) and over-processed once
 per kind and level (over-dehaze, over-saturate, over-contrast, over-sharpen, brighten,
-darken, recolour; mild and strong; seeded), and
+darken, recolour, and desaturate beside the protocol's kinds; mild and strong; seeded), and
 
 (a) the generic scorer's pairwise accuracy at preferring the original to each degraded or
     over-processed version is measured, per kind, on all held-out photos;

@@ -48,9 +48,9 @@ def prior_files(source: str) -> list[Path]:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weights file to write (.safetensors).")
 @click.option("--recipe", "recipe_name", default=SHIPPED_RECIPE, show_default=True,
               type=click.Choice(sorted(GENERIC_RECIPES)),
-              help="'hardened' makes weights like the shipped generic ones: a quality branch on image statistics, "
-              "hardened against the retouching optimiser (needs --prior-photos, or --harden-rounds 0); "
-              "'thumbnail' adds a thumbnail CNN to it and trains 40 epochs without hardening.")
+              help="'statistics' makes weights like the shipped generic ones: a quality branch on image statistics; "
+              "'hardened' adds two rounds of hardening against the retouching optimiser (needs --prior-photos, or "
+              "--harden-rounds 0); 'thumbnail' adds a thumbnail CNN to the branch and trains 40 epochs.")
 @click.option("--prior-photos", default=None,
               help="The quality prior: a folder of photos (or a text file listing them, one a line), each ranked "
               "above its seeded degraded and over-processed versions. Default: no prior.")

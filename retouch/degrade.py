@@ -36,7 +36,7 @@ __all__ = [
 DEGRADATIONS: tuple[str, ...] = ("under", "over", "color", "haze")
 #: Kinds accepted by :func:`over_process`: too much of an edit, made to a photo that did not need it.
 OVER_PROCESSING: tuple[str, ...] = (
-    "over-dehaze", "over-saturate", "over-contrast", "over-sharpen", "brighten", "darken", "recolour",
+    "over-dehaze", "over-saturate", "over-contrast", "over-sharpen", "brighten", "darken", "recolour", "desaturate",
 )
 #: Settings of :func:`over_process`.
 LEVELS: tuple[str, ...] = ("mild", "strong")
@@ -50,6 +50,7 @@ _OVER_RANGES: dict[str, tuple[tuple[tuple[float, float], ...], tuple[tuple[float
     "brighten": (((0.5, 0.75),), ((0.75, 1.0),)),
     "darken": (((0.5, 0.75),), ((0.75, 1.0),)),
     "recolour": (((0.06, 0.12), (8.0, 15.0)), ((0.15, 0.3), (20.0, 40.0))),
+    "desaturate": (((0.75, 0.9),), ((0.5, 0.75),)),
 }
 _SHARPEN_SIGMA = 1.5
 #: Kinds of edit made by :func:`random_edit`.
@@ -184,6 +185,7 @@ def over_process(image: Tensor, kind: str, level: str, generator: torch.Generato
     * ``"over-dehaze"``: :func:`~retouch.baselines.dark_channel_dehaze` with :math:`\omega \in [0.7, 0.85]`,
       :math:`t_0 \in [0.15, 0.25]` / :math:`\omega \in [0.95, 1]`, :math:`t_0 \in [0.05, 0.1]`.
     * ``"over-saturate"``: :func:`~retouch.color.saturation` by :math:`[1.3, 1.6]` / :math:`[1.6, 2]`.
+    * ``"desaturate"``: :func:`~retouch.color.saturation` by :math:`[0.75, 0.9]` / :math:`[0.5, 0.75]`.
     * ``"over-contrast"``: :func:`s_curve` with gain :math:`[4, 6]` / :math:`[8, 12]`.
     * ``"over-sharpen"``: :func:`unsharp_mask` (σ = 1.5 px) by :math:`[1, 2]` / :math:`[3, 5]`.
     * ``"brighten"`` / ``"darken"``: :func:`expose` by :math:`\pm[0.5, 0.75]` / :math:`\pm[0.75, 1]` stops.
@@ -220,7 +222,7 @@ def over_process(image: Tensor, kind: str, level: str, generator: torch.Generato
     if kind == "over-dehaze":
         out = torch.cat([dark_channel_dehaze(image[i : i + 1], omega=float(params[i, 0]), t_min=float(params[i, 1]))
                          for i in range(count)])
-    elif kind == "over-saturate":
+    elif kind in ("over-saturate", "desaturate"):
         out = saturation(image, first)
     elif kind == "over-contrast":
         out = s_curve(image, first)

@@ -108,7 +108,7 @@ class GenericRecipe:
     weights as they are; every edit scored more than ``harden_gain`` above its original becomes
     a pair the original wins (entered ``harden_repeat`` times an epoch), and the head trains
     ``harden_epochs`` more epochs on all pairs. The hardening fits use ``harden_edit``, every
-    field spelled out: the generic retouch's settings when the shipped file was made (10 steps,
+    field spelled out: the generic retouch's settings when the ``hardened`` file was made (10 steps,
     fidelity weight 2; ``persaes retouch`` now fits 5 steps at 4), so that the recipe keeps making
     that file whatever :class:`~retouch.optimize.EditSettings`' defaults become.
     """
@@ -152,19 +152,21 @@ def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -
 
 
 GENERIC_RECIPES: dict[str, GenericRecipe] = {
+    "statistics": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0),
     "hardened": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0,
                               harden_rounds=2),
     "thumbnail": GenericRecipe(GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)),
 }
-"""Named generic recipes. ``hardened`` makes ``weights/generic.safetensors``: a quality branch on the
+"""Named generic recipes. ``statistics`` makes ``weights/generic.safetensors``: a quality branch on the
 content-free image statistics alone, ten epochs over the references (each going over all
-quality-prior pairs once, a ranking term of weight 3 and margin 0.5), then two rounds of hardening
-against the retouching optimiser. ``thumbnail`` adds a thumbnail CNN of width 16 beside the
-statistics and trains 40 epochs without hardening: it learns the training photos themselves, ranks
-held-out photos' versions worse and retouches clean photos less faithfully (benchmarks/README.md, §2)."""
+quality-prior pairs once, a ranking term of weight 3 and margin 0.5). ``hardened`` adds two rounds of
+hardening against the retouching optimiser (shipped before the prior's pairs included desaturated
+versions). ``thumbnail`` adds a thumbnail CNN of width 16 beside the statistics and trains 40 epochs
+without hardening: it learns the training photos themselves, ranks held-out photos' versions worse and
+retouches clean photos less faithfully (benchmarks/README.md, §2)."""
 #: The :data:`GENERIC_RECIPES` entry that makes ``weights/generic.safetensors``: the default of every way to train
 #: generic weights.
-SHIPPED_RECIPE = "hardened"
+SHIPPED_RECIPE = "statistics"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def test_the_weights_load_and_score(trained: Path, photos: list[Path]) -> None:
     scores = scorer.score(photos)
     assert bool(((scores >= 1) & (scores <= 10)).all())
     meta = scorer.metadata
-    assert meta["kind"] == "generic" and meta["recipe"] == "hardened" and meta["prior_photos"] == 2
+    assert meta["kind"] == "generic" and meta["recipe"] == "statistics" and meta["prior_photos"] == 2
     assert meta["training"]["epochs"] == 2 and meta["recipe_settings"]["quality_width"] == 0
     result = run("score", *map(str, photos), "--profile", str(trained), "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -90,7 +90,8 @@ def test_bad_references_are_one_line_errors(data: dict[str, Path], tmp_path: Pat
     one_line_error(run("train-generic", f"csv:{empty}", "--out", str(out)), "no usable reference")
     one_line_error(run("train-generic", data["spec"], "--out", str(out), "--prior-photos", str(tmp_path / "no")),
                     str(tmp_path / "no"))
-    one_line_error(run("train-generic", data["spec"], "--out", str(out)), "prior photos", "hardening rounds to 0")
+    one_line_error(run("train-generic", data["spec"], "--out", str(out), "--recipe", "hardened"), "prior photos",
+                   "hardening rounds to 0")
     assert not out.exists()
 
 

@@ -185,6 +185,7 @@ def test_over_processing_moves_each_kind_its_own_way() -> None:
     assert rgb_to_grayscale(over_process(image, "brighten", "mild", 0)[0]).mean() > luma
     assert rgb_to_grayscale(over_process(image, "darken", "mild", 0)[0]).mean() < luma
     assert (colourfulness(over_process(image, "over-saturate", "mild", 0)[0]) > colourfulness(image)).all()
+    assert (colourfulness(over_process(image, "desaturate", "mild", 0)[0]) < colourfulness(image)).all()
     contrast = rgb_to_grayscale(over_process(image, "over-contrast", "mild", 0)[0]).std()
     assert contrast > rgb_to_grayscale(image).std()
     assert dark_channel(over_process(image, "over-dehaze", "strong", 0)[0]).mean() < dark_channel(image).mean()

@@ -11,20 +11,20 @@ Trains the default backbone's head (heads only, on cached features) on two objec
 * a quality prior: a ranking hinge loss that prefers each training Pixabay photo to its
   under-/over-exposed, colour-cast/desaturated and hazed versions (the seeded degradations
   of ``shared/docs/protocol.md`` §2) and to its over-processed versions (over-dehazed,
-  over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured; mild and
-  strong), so that the score has its optimum at the natural photo.
+  over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured, desaturated;
+  mild and strong), so that the score has its optimum at the natural photo.
 
-``--recipe`` names a :data:`persaes.core.train.GENERIC_RECIPES` entry: ``hardened`` (the
+``--recipe`` names a :data:`persaes.core.train.GENERIC_RECIPES` entry: ``statistics`` (the
 default) reproduces the shipped file: a quality branch on content-free image statistics, ten
-epochs, then two rounds of hardening against the retouching optimiser; ``thumbnail`` adds a
-thumbnail CNN to the quality branch and trains 40 epochs without hardening, which learns the
-training photos themselves and ranks held-out photos' versions worse (benchmarks/README.md, §2)::
+epochs; ``hardened`` adds two rounds of hardening against the retouching optimiser; ``thumbnail``
+adds a thumbnail CNN to the quality branch and trains 40 epochs, which learns the training photos
+themselves and ranks held-out photos' versions worse (benchmarks/README.md, §2)::
 
     python weights/recipes/make_generic.py ... --recipe thumbnail
 
 ``--epochs``, ``--quality-width``, ``--draws``, ``--harden-rounds`` and ``--harden-photos``
 override one field of the recipe. A hardening round fits the generic retouch (all ops, as
-``persaes retouch`` fitted it when the shipped file was made: the recipe's ``harden_edit``) of seeded
+``persaes retouch`` fitted it when the ``hardened`` file was made: the recipe's ``harden_edit``) of seeded
 training Pixabay photos against the current weights;
 each edit that the fit scored more than the recipe's ``harden_gain`` above its original becomes
 a pair (the untouched original beats it), and the head trains more epochs on all pairs. Each

@@ -64,7 +64,7 @@ def test_iter_scores_carries_on_after_a_bad_file(scorer: Scorer, photos: list[Pa
 
 def test_generic_scorer_prefers_originals_to_their_degraded_and_over_processed_versions(photos: list[Path]) -> None:
     """The shipped quality prior: each photo beats its strong over-processed versions (over-dehazed,
-    over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured) and its
+    over-saturated, over-contrasted, over-sharpened, brightened, darkened, recoloured, desaturated) and its
     protocol degradations, in all but a few of the pairs."""
     from retouch import DEGRADATIONS, OVER_PROCESSING, degrade, over_process
 

@@ -180,10 +180,12 @@ def test_generic_recipes_name_the_shipped_weights_recipe() -> None:
     assert meta["recipe"] == SHIPPED_RECIPE  # it made the shipped file, with these settings
     shipped = GENERIC_RECIPES[SHIPPED_RECIPE]
     assert meta["recipe_settings"] == {k: v for k, v in dataclasses.asdict(shipped).items() if k != "training"}
-    assert (shipped.harden_edit.steps, shipped.harden_edit.fidelity) == (10, 2.0)  # as when the file was made
-    assert shipped.harden_edit != EditSettings()  # not today's retouch
     assert (shipped.training.epochs, shipped.training.pair_weight, shipped.quality_width) == (10, 3.0, 0)
-    assert shipped.harden_rounds == 2
+    assert shipped.harden_rounds == 0
+    hardened = GENERIC_RECIPES["hardened"]  # the statistics recipe, then two rounds against the optimiser
+    assert hardened.training == shipped.training and hardened.harden_rounds == 2
+    assert (hardened.harden_edit.steps, hardened.harden_edit.fidelity) == (10, 2.0)  # as when its file was made
+    assert hardened.harden_edit != EditSettings()  # not today's retouch
     thumbnail = GENERIC_RECIPES["thumbnail"]
     assert (thumbnail.training.epochs, thumbnail.quality_width, thumbnail.harden_rounds) == (40, 16, 0)
     with pytest.raises(ValueError, match="draws"):
