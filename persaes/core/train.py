@@ -151,10 +151,10 @@ def generic_recipe(name: str, epochs: int | None = None, **fields: int | None) -
     return replace(recipe, training=training, **{k: v for k, v in fields.items() if v is not None})
 
 
+_STATISTICS = GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0)
 GENERIC_RECIPES: dict[str, GenericRecipe] = {
-    "statistics": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0),
-    "hardened": GenericRecipe(GenericSettings(epochs=10, pair_weight=3.0, pair_margin=0.5), quality_width=0,
-                              harden_rounds=2),
+    "statistics": _STATISTICS,
+    "hardened": replace(_STATISTICS, harden_rounds=2),
     "thumbnail": GenericRecipe(GenericSettings(epochs=40, pair_weight=3.0, pair_margin=0.5)),
 }
 """Named generic recipes. ``statistics`` makes ``weights/generic.safetensors``: a quality branch on the
